@@ -1,0 +1,484 @@
+"""Load a rule set from YAML, check it against the schema and for meaning, report every problem.
+
+A rule author gets `file:line:col: rule-id: message` for every problem at once, with the
+nearest valid name for a typo. Nothing reaches the compiler unless this module accepts it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
+from .errors import Problem, RuleFileError
+from .fields import Field, patient_fields
+from .model import GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
+from .resources import rules_dir, schema
+from .yaml_source import YamlDocument, YamlProblem, load_yaml
+
+MANIFEST = "ruleset.yaml"
+GUIDANCE = "guidance.yaml"
+TEMPLATE = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
+TEMPLATE_ANY = re.compile(r"\{\{(.*?)\}\}")
+PY_TYPES: dict[str, tuple[type, ...]] = {"integer": (int,), "number": (int, float), "boolean": (bool,), "string": (str,)}
+
+
+@dataclass
+class LoadedRules:
+    """Everything a valid rule set holds, ready to compile."""
+
+    info: RuleSetInfo
+    root: Path
+    packs: tuple[Pack, ...]
+    rules: tuple[Rule, ...]
+    parameters: dict[str, Parameter]
+    guidance: dict[str, GuidanceItem]
+    warnings: tuple[Problem, ...] = ()
+
+
+@dataclass
+class _Collector:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, doc: YamlDocument | Path | str, path: Iterable[Any] | None, rule_id: str | None, message: str,
+            severity: str = "error") -> None:
+        if isinstance(doc, YamlDocument):
+            where = doc.locate(tuple(path or ())) or (None, None)
+            name = _display(doc.path)
+        else:
+            where, name = (None, None), _display(Path(doc))
+        self.problems.append(Problem(name, where[0], where[1], rule_id, message, severity))  # type: ignore[arg-type]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def nearest(name: str, options: Iterable[str]) -> str:
+    """' (did you mean X?)' for a likely typo, else ''."""
+    near = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{near[0]}'?" if near else ""
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def load(path: str | Path | None = None) -> LoadedRules:
+    """Load and check a rule set (directory with ruleset.yaml, or one pack file); raise RuleFileError."""
+    loaded, problems = collect(path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or loaded is None:
+        raise RuleFileError(errors or problems)
+    return loaded
+
+
+def collect(path: str | Path | None = None) -> tuple[LoadedRules | None, list[Problem]]:
+    """Load a rule set and return it with every problem found (errors first, then warnings)."""
+    root = Path(path) if path is not None else rules_dir()
+    out = _Collector()
+    if not root.exists():
+        out.add(root, None, None, "no such file or directory; give a rule set directory (with ruleset.yaml) or a rule pack file")
+        return None, out.problems
+    manifest_doc: YamlDocument | None = None
+    if root.is_dir():
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            out.add(root, None, None, f"no {MANIFEST} in this directory; a rule set directory names itself in {MANIFEST}")
+            return None, out.problems
+        manifest_doc = _read(manifest_path, "rule-set", out)
+        if manifest_doc is None:
+            return None, out.problems
+        pack_paths = _pack_paths(root, manifest_doc, out)
+        guidance_path = root / GUIDANCE if (root / GUIDANCE).is_file() else rules_dir() / GUIDANCE
+    else:
+        pack_paths = [root]
+        guidance_path = root.parent / GUIDANCE if (root.parent / GUIDANCE).is_file() else rules_dir() / GUIDANCE
+    guidance_doc = _read(guidance_path, "guidance", out)
+    guidance = _guidance(guidance_doc, out) if guidance_doc else {}
+    docs = [doc for doc in (_read(p, "rule-pack", out) for p in pack_paths) if doc is not None]
+    if len(docs) != len(pack_paths) or not guidance:
+        return None, _sorted(out.problems)
+    loaded = _build(root, manifest_doc, docs, guidance_doc, guidance, out)
+    problems = _sorted(out.problems)
+    if out.errors:
+        return None, problems
+    assert loaded is not None
+    loaded.warnings = tuple(p for p in problems if p.severity == "warning")
+    return loaded, problems
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.severity != "error", p.file, p.line or 0, p.column or 0))
+
+
+def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Path]:
+    listed = manifest.data["rule_set"].get("packs")
+    if listed is None:
+        return sorted(p for p in root.glob("*.y*ml") if p.name not in (MANIFEST, GUIDANCE))
+    paths = []
+    for i, name in enumerate(listed):
+        candidate = root / name
+        if not candidate.is_file():
+            present = [p.name for p in root.glob("*.y*ml")]
+            out.add(manifest, ("rule_set", "packs", i), None, f"pack file '{name}' does not exist{nearest(name, present)}")
+        else:
+            paths.append(candidate)
+    return paths
+
+
+def _read(path: Path, schema_name: str, out: _Collector) -> YamlDocument | None:
+    try:
+        doc = load_yaml(path)
+    except YamlProblem as problem:
+        out.problems.append(Problem(_display(path), problem.line, problem.column, None, problem.message))
+        return None
+    except OSError as error:
+        out.add(path, None, None, f"cannot read: {error.strerror or error}")
+        return None
+    before = len(out.errors)
+    _schema_problems(doc, schema_name, out)
+    return doc if len(out.errors) == before else None
+
+
+# ---------------------------------------------------------------- schema errors, in words
+
+
+def _rule_id(doc: YamlDocument, path: tuple[Any, ...]) -> str | None:
+    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int) and isinstance(doc.data, dict):
+        rules = doc.data.get("rules")
+        if isinstance(rules, list) and path[1] < len(rules) and isinstance(rules[path[1]], dict):
+            rule_id = rules[path[1]].get("id")
+            return rule_id if isinstance(rule_id, str) else f"rules[{path[1]}]"
+    return None
+
+
+def _schema_problems(doc: YamlDocument, schema_name: str, out: _Collector) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema(schema_name))
+    for error in validator.iter_errors(doc.data):
+        path = tuple(error.absolute_path)
+        if schema_name == "rule-pack" and "when" in path[:3] and len(path) >= 3 and path[0] == "rules":
+            continue  # conditions get precise messages from _parse_condition
+        error = jsonschema.exceptions.best_match([error])
+        path = tuple(error.absolute_path)
+        rule_id = _rule_id(doc, path)
+        for where, message in _explain(error, path):
+            out.add(doc, where, rule_id, message)
+
+
+def _explain(error: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+    keyword, value, instance = error.validator, error.validator_value, error.instance
+    subschema = error.schema if isinstance(error.schema, dict) else {}
+    here = ".".join(str(p) for p in path) or "the file"
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(subschema.get("properties", {}))
+        return [((*path, key), f"unknown key '{key}' in {here}{nearest(str(key), allowed)} "
+                 f"(allowed: {', '.join(allowed)})")
+                for key in instance if key not in allowed]
+    if keyword == "required":
+        missing = [k for k in value if isinstance(instance, dict) and k not in instance]
+        return [(path, f"{here} is missing the required key '{k}'") for k in missing]
+    if keyword == "enum":
+        options = ", ".join(str(v) for v in value)
+        return [(path, f"{here} is {instance!r}; expected one of {options}{nearest(str(instance), [str(v) for v in value])}")]
+    if keyword == "maxLength" and path and path[-1] == "summary":
+        return [(path, f"card summary is {len(instance)} characters; CDS Hooks needs fewer than 140: shorten it "
+                 "and move detail into `detail`")]
+    if keyword == "type":
+        return [(path, f"{here} should be {value if isinstance(value, str) else ' or '.join(value)}, "
+                 f"found {type(instance).__name__} {instance!r}"[:300])]
+    if keyword == "pattern":
+        return [(path, f"{here} is {instance!r}, which does not match the required form {value}")]
+    return [(path, f"{here}: {error.message}"[:300])]
+
+
+# ---------------------------------------------------------------- meaning
+
+
+def _guidance(doc: YamlDocument, out: _Collector) -> dict[str, GuidanceItem]:
+    items: dict[str, GuidanceItem] = {}
+    for i, item in enumerate(doc.data["guidance"]):
+        if item["id"] in items:
+            out.add(doc, ("guidance", i, "id"), None, f"guidance id {item['id']} appears twice")
+        items[item["id"]] = GuidanceItem(item["id"], item["kind"], item["text"], item.get("theme", ""))
+    return items
+
+
+def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], guidance_doc: YamlDocument | None,
+           guidance: dict[str, GuidanceItem], out: _Collector) -> LoadedRules | None:
+    packs: list[Pack] = []
+    parameters: dict[str, Parameter] = {}
+    param_docs: dict[str, tuple[YamlDocument, tuple[Any, ...]]] = {}
+    for doc in docs:
+        meta = doc.data["pack"]
+        if any(p.id == meta["id"] for p in packs):
+            out.add(doc, ("pack", "id"), None, f"pack id '{meta['id']}' is used by another pack of this rule set")
+        packs.append(Pack(meta["id"], meta["title"], meta["version"], meta["status"], meta,
+                          Origin(_display(doc.path), doc.locate(("pack",))[0] if doc.locate(("pack",)) else None)))
+        if meta["status"] == "draft":
+            out.add(doc, ("pack", "status"), None, f"pack '{meta['id']}' is still a draft", "warning")
+        for name, spec in (doc.data.get("parameters") or {}).items():
+            where = ("parameters", name)
+            if name in parameters:
+                out.add(doc, where, None, f"parameter '{name}' is already declared in pack '{parameters[name].pack}'")
+                continue
+            _check_parameter(doc, where, name, spec, guidance, out)
+            line = doc.locate(where)
+            parameters[name] = Parameter(
+                name=name, type=spec["type"], default=spec["default"], description=spec["description"],
+                origin=spec["origin"], unit=spec.get("unit"), minimum=spec.get("minimum"), maximum=spec.get("maximum"),
+                enum=tuple(spec["enum"]) if "enum" in spec else None, guidance=tuple(spec.get("guidance", ())),
+                pack=meta["id"], where=Origin(_display(doc.path), line[0] if line else None))
+            param_docs[name] = (doc, where)
+
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    used_params: set[str] = set()
+    defaults = {name: p.default for name, p in parameters.items()}
+    for doc in docs:
+        meta = doc.data["pack"]
+        for i, raw in enumerate(doc.data["rules"]):
+            base = ("rules", i)
+            rule_id = raw["id"]
+            if rule_id in seen:
+                out.add(doc, (*base, "id"), rule_id, f"rule id '{rule_id}' is already used in {seen[rule_id]}; ids are unique and never reused")
+            seen[rule_id] = _display(doc.path)
+            refs: set[str] = set()
+            condition = _parse_condition(doc, (*base, "when"), raw["when"], rule_id, parameters, refs, out)
+            for j, gid in enumerate(raw["guidance"]):
+                if gid not in guidance:
+                    out.add(doc, (*base, "guidance", j), rule_id, f"guidance id '{gid}' is not in the catalogue{nearest(gid, guidance)}")
+            for j, item in enumerate(raw.get("rationale", [])):
+                gid = item["guidance"]
+                if gid not in guidance:
+                    out.add(doc, (*base, "rationale", j, "guidance"), rule_id, f"guidance id '{gid}' is not in the catalogue{nearest(gid, guidance)}")
+            _check_outputs(doc, base, raw, rule_id, parameters, refs, out)
+            used_params |= refs
+            status = raw.get("status", "active")
+            if status == "draft":
+                out.add(doc, (*base, "status"), rule_id, "rule is still a draft: it runs, but has not been signed off", "warning")
+            if condition is not None and not out.errors:
+                possible = outcomes(condition, defaults)
+                if possible == {False}:
+                    out.add(doc, (*base, "when"), rule_id, "this condition can never hold: the rule can never fire", "warning")
+                elif possible == {True}:
+                    out.add(doc, (*base, "when"), rule_id, "this condition always holds: the rule fires for every patient", "warning")
+            if status == "retired" or meta["status"] == "retired" or condition is None:
+                continue
+            line = doc.locate(base)
+            rules.append(Rule(
+                id=rule_id, title=raw["title"], status=status, category=raw["category"], indicator=raw["indicator"],
+                urgency=raw["urgency"], priority=raw["priority"], guidance=tuple(raw["guidance"]),
+                section=raw["source"]["section"], quote=raw["source"]["quote"],
+                rationale=tuple(Rationale(r["guidance"], r["text"]) for r in raw.get("rationale", [])),
+                when=condition, when_data=raw["when"], then=raw["then"], pack=meta["id"],
+                where=Origin(_display(doc.path), line[0] if line else None)))
+    for name in parameters:
+        if name not in used_params:
+            doc, where = param_docs[name]
+            out.add(doc, where, None, f"parameter '{name}' is declared but no rule uses it", "warning")
+    if out.errors:
+        return None
+    if manifest is not None:
+        rs = manifest.data["rule_set"]
+        rs_id, rs_title, rs_version = rs["id"], rs["title"], rs["version"]
+    else:
+        rs_id, rs_title, rs_version = packs[0].id, packs[0].title, packs[0].version
+    canonical = {
+        "rule_set": manifest.data if manifest else None,
+        "guidance": guidance_doc.data if guidance_doc else None,
+        "packs": [doc.data for doc in docs],
+    }
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    source_title = packs[0].metadata["source"]["title"]
+    info = RuleSetInfo(rs_id, rs_title, rs_version, f"sha256:{digest}", source_title)
+    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance)
+
+
+def _check_parameter(doc: YamlDocument, where: tuple[Any, ...], name: str, spec: dict[str, Any],
+                     guidance: dict[str, GuidanceItem], out: _Collector) -> None:
+    kind = spec["type"]
+    default = spec["default"]
+    if not isinstance(default, PY_TYPES[kind]) or (kind in ("integer", "number") and isinstance(default, bool)):
+        out.add(doc, (*where, "default"), None, f"parameter '{name}' is {kind} but its default is {default!r}")
+        return
+    problem = check_parameter_value(spec, default)
+    if problem:
+        out.add(doc, (*where, "default"), None, f"parameter '{name}': default {problem}")
+    for j, gid in enumerate(spec.get("guidance", [])):
+        if gid not in guidance:
+            out.add(doc, (*where, "guidance", j), None, f"guidance id '{gid}' is not in the catalogue{nearest(gid, guidance)}")
+
+
+def check_parameter_value(spec: dict[str, Any] | Parameter, value: Any) -> str | None:
+    """Why a value is out of a parameter's declared bounds, or None when it is allowed."""
+    get = spec.get if isinstance(spec, dict) else (lambda k, d=None: getattr(spec, k, d))
+    minimum, maximum, enum = get("minimum"), get("maximum"), get("enum")
+    if minimum is not None and value < minimum:
+        return f"{value!r} is below the minimum {minimum}"
+    if maximum is not None and value > maximum:
+        return f"{value!r} is above the maximum {maximum}"
+    if enum is not None and value not in enum:
+        return f"{value!r} is not one of {', '.join(map(str, enum))}"
+    return None
+
+
+def _parse_condition(doc: YamlDocument, path: tuple[Any, ...], node: Any, rule_id: str,
+                     parameters: dict[str, Parameter], refs: set[str], out: _Collector) -> Condition | None:
+    """Turn a `when` tree into a Condition, reporting every problem with its line."""
+    if not isinstance(node, dict) or not node:
+        out.add(doc, path, rule_id, "a condition must be a mapping: all / any / not, or field + operator")
+        return None
+    for combinator in ("all", "any"):
+        if combinator in node:
+            extra = [k for k in node if k != combinator]
+            if extra:
+                out.add(doc, (*path, extra[0]), rule_id, f"'{combinator}' stands alone in its mapping; found also '{extra[0]}' (wrap each in its own list item)")
+                return None
+            items = node[combinator]
+            if not isinstance(items, list) or not items:
+                out.add(doc, (*path, combinator), rule_id, f"'{combinator}' needs a non-empty list of conditions")
+                return None
+            children = [_parse_condition(doc, (*path, combinator, i), child, rule_id, parameters, refs, out)
+                        for i, child in enumerate(items)]
+            if any(c is None for c in children):
+                return None
+            return (All if combinator == "all" else AnyOf)(tuple(children))  # type: ignore[arg-type]
+    if "not" in node:
+        if len(node) != 1:
+            out.add(doc, path, rule_id, "'not' stands alone in its mapping")
+            return None
+        child = _parse_condition(doc, (*path, "not"), node["not"], rule_id, parameters, refs, out)
+        return None if child is None else Not(child)
+    if "field" not in node:
+        key = next(iter(node))
+        out.add(doc, (*path, key), rule_id, f"unknown condition key '{key}'{nearest(str(key), ['all', 'any', 'not', 'field'])}; "
+                "a condition is all / any / not, or field + one operator")
+        return None
+    from .conditions import OPERATORS
+
+    ops = [k for k in node if k != "field"]
+    unknown = [k for k in ops if k not in OPERATORS]
+    if unknown:
+        out.add(doc, (*path, unknown[0]), rule_id, f"unknown operator '{unknown[0]}'{nearest(str(unknown[0]), OPERATORS)} "
+                f"(operators: {', '.join(OPERATORS)})")
+        return None
+    if len(ops) != 1:
+        out.add(doc, path, rule_id, f"a field condition takes exactly one operator, found {len(ops)}: {', '.join(ops) or 'none'}")
+        return None
+    op = ops[0]
+    name = node["field"]
+    fields = patient_fields()
+    if not isinstance(name, str) or name not in fields:
+        out.add(doc, (*path, "field"), rule_id, f"'{name}' is not a patient field{nearest(str(name), fields)} "
+                "(fields are defined by schemas/patient.schema.json)")
+        return None
+    fld = fields[name]
+    operand = node[op]
+    if isinstance(operand, dict):
+        if set(operand) != {"param"} or not isinstance(operand["param"], str):
+            out.add(doc, (*path, op), rule_id, "an operand is a literal or {param: NAME}")
+            return None
+        pname = operand["param"]
+        if pname not in parameters:
+            out.add(doc, (*path, op, "param"), rule_id, f"parameter '{pname}' is not declared{nearest(pname, parameters)}")
+            return None
+        refs.add(pname)
+        operand = ParamRef(pname)
+    problem = _operator_problem(fld, op, operand, parameters)
+    if problem:
+        out.add(doc, (*path, op), rule_id, problem)
+        return None
+    if op == "in":
+        operand = tuple(operand)
+    return Leaf(fld, op, operand)
+
+
+def _operator_problem(fld: Field, op: str, operand: Any, parameters: dict[str, Parameter]) -> str | None:
+    if isinstance(operand, ParamRef):
+        ptype = parameters[operand.name].type
+        if op in ("gte", "gt", "lte", "lt") and ptype not in ("integer", "number"):
+            return f"'{op}' needs a number, but parameter '{operand.name}' is {ptype}"
+        if op == "equals" and fld.kind == "integer" and ptype not in ("integer", "number"):
+            return f"{fld.path} is a number, but parameter '{operand.name}' is {ptype}"
+        if op == "equals" and fld.kind != "integer":
+            return "compare enum fields with literal values, not parameters"
+        if op in ("is", "in"):
+            return f"'{op}' takes a literal, not a parameter"
+    if op == "is":
+        allowed: list[Any] = [True, False, "unknown", "known"] if fld.kind == "tristate" else ["unknown", "known"]
+        if not any(operand is a or (isinstance(a, str) and operand == a) for a in allowed):
+            shown = ", ".join(str(a).lower() for a in allowed)
+            return f"{fld.path} is {fld.kind}: 'is' takes {shown}, found {operand!r}"
+        return None
+    if fld.kind == "tristate":
+        return f"{fld.path} is a yes/no question: use 'is: true', 'is: false' or 'is: unknown', not '{op}'"
+    if fld.kind == "enum":
+        if op not in ("equals", "in"):
+            return f"{fld.path} takes one of {', '.join(fld.values)}: use 'equals', 'in' or 'is: unknown', not '{op}'"
+        values = operand if op == "in" else [operand]
+        if not isinstance(values, list):
+            return "'in' takes a list of values"
+        for v in values:
+            if v not in fld.values:
+                return f"{v!r} is not a value of {fld.path} (values: {', '.join(fld.values)}){nearest(str(v), fld.values)}"
+        return None
+    # integer
+    if op == "in":
+        return f"{fld.path} is a number: use gte / gt / lte / lt / equals"
+    if not isinstance(operand, ParamRef) and (isinstance(operand, bool) or not isinstance(operand, (int, float))):
+        return f"{fld.path} is a number: compare it with a number, found {operand!r}"
+    return None
+
+
+def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
+                   parameters: dict[str, Parameter], refs: set[str], out: _Collector) -> None:
+    then = raw["then"]
+    texts: list[tuple[tuple[Any, ...], str]] = []
+    for section, keys in (("card", ("summary", "detail")), ("finding", ("text",)), ("plan", ("note",)),
+                          ("referral", ("reason",)), ("exercise", ("instructions",))):
+        for key in keys:
+            if section in then and key in then[section]:
+                texts.append(((*base, "then", section, key), then[section][key]))
+    for where, text in texts:
+        for match in TEMPLATE_ANY.finditer(text):
+            m = TEMPLATE.fullmatch(match.group(0))
+            if not m:
+                out.add(doc, where, rule_id, f"'{match.group(0)}' is not a valid placeholder; write {{{{ params.NAME }}}}")
+            elif m.group(1) not in parameters:
+                out.add(doc, where, rule_id, f"placeholder names undeclared parameter '{m.group(1)}'{nearest(m.group(1), parameters)}")
+            else:
+                refs.add(m.group(1))
+    exercise = then.get("exercise")
+    if exercise:
+        for rng in ("sets", "reps"):
+            bounds = {}
+            for end in ("min", "max"):
+                value = exercise[rng][end]
+                if isinstance(value, dict):
+                    pname = value["param"]
+                    if pname not in parameters:
+                        out.add(doc, (*base, "then", "exercise", rng, end, "param"), rule_id,
+                                f"parameter '{pname}' is not declared{nearest(pname, parameters)}")
+                        continue
+                    if parameters[pname].type != "integer":
+                        out.add(doc, (*base, "then", "exercise", rng, end), rule_id, f"parameter '{pname}' must be an integer")
+                        continue
+                    refs.add(pname)
+                    value = parameters[pname].default
+                bounds[end] = value
+            if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+                out.add(doc, (*base, "then", "exercise", rng), rule_id, f"{rng}: min {bounds['min']} is above max {bounds['max']}")

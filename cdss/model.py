@@ -1,0 +1,104 @@
+"""The loaded, checked form of a rule set: immutable records the compiler and reports read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .conditions import Condition
+
+URGENCY_ORDER = ("none", "self-care", "see-professional", "emergency")
+INDICATOR_ORDER = ("critical", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a rule, parameter or pack was written."""
+
+    file: str
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A named value rules reference; `origin` says whether the source states it or local policy chose it."""
+
+    name: str
+    type: str
+    default: Any
+    description: str
+    origin: str  # "source" | "policy"
+    unit: str | None
+    minimum: float | None
+    maximum: float | None
+    enum: tuple[Any, ...] | None
+    guidance: tuple[str, ...]
+    pack: str
+    where: Origin
+
+    @property
+    def overridable(self) -> bool:
+        """Only local policy may be changed by a user; what the source states is fixed."""
+        return self.origin == "policy"
+
+
+@dataclass(frozen=True)
+class Rationale:
+    guidance: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: metadata, provenance, condition and outputs (outputs stay as plain data)."""
+
+    id: str
+    title: str
+    status: str
+    category: str
+    indicator: str
+    urgency: str
+    priority: int
+    guidance: tuple[str, ...]
+    section: str
+    quote: str
+    rationale: tuple[Rationale, ...]
+    when: Condition
+    when_data: Any  # the `when` tree as written, for reports
+    then: dict[str, Any]
+    pack: str
+    where: Origin
+
+    @property
+    def gated_by_screening(self) -> bool:
+        """Exercise advice is only shown when red-flag screening is negative."""
+        return self.category in ("exercise", "progression") or "exercise" in self.then or "plan" in self.then
+
+
+@dataclass(frozen=True)
+class Pack:
+    id: str
+    title: str
+    version: str
+    status: str
+    metadata: dict[str, Any]
+    where: Origin
+
+
+@dataclass(frozen=True)
+class GuidanceItem:
+    id: str
+    kind: str  # "rule" | "context"
+    text: str
+    theme: str
+
+
+@dataclass(frozen=True)
+class RuleSetInfo:
+    """What a result is stamped with, so any result can be traced to the exact rules."""
+
+    id: str
+    title: str
+    version: str
+    digest: str
+    source_title: str

@@ -1,0 +1,173 @@
+"""RuleSet: a loaded, immutable rule set that evaluates patients; safe to share between threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from . import __version__
+from .conditions import evaluate as evaluate_condition, leaves
+from .errors import EngineError, ParameterError
+from .loader import LoadedRules, check_parameter_value, load, nearest
+from .model import Parameter, Rule, RuleSetInfo
+from .fields import patient_fields
+from .patient import flatten, validate_patient
+from .result import RED_FLAG_PREFIX, Assessment, assemble, canonical
+
+
+class RuleSet:
+    """A checked rule set plus the parameter values in force. Build with `cdss.load_rules()`."""
+
+    def __init__(self, loaded: LoadedRules, overrides: Mapping[str, Any] | None = None) -> None:
+        self._loaded = loaded
+        values = {name: p.default for name, p in loaded.parameters.items()}
+        values.update(resolve_overrides(loaded.parameters, overrides or {}))
+        self._params = MappingProxyType(values)
+        self._params_key = canonical(values)
+        self._rules = MappingProxyType({rule.id: rule for rule in loaded.rules})
+        # fields some rule reads, plus every red flag: the screening verdict reads them all
+        self._needed = frozenset(leaf.field.path for rule in loaded.rules for leaf in leaves(rule.when)) | frozenset(
+            path for path in patient_fields() if path.startswith(RED_FLAG_PREFIX))
+        self._engine: Any = None
+        self._engine_lock = threading.Lock()
+
+    # ------------------------------------------------------------ what it is
+    @property
+    def info(self) -> RuleSetInfo:
+        """Identity stamped on every result: id, version, digest."""
+        return self._loaded.info
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The active rules, in file order."""
+        return self._loaded.rules
+
+    @property
+    def parameters(self) -> Mapping[str, Parameter]:
+        """The declared parameters."""
+        return MappingProxyType(self._loaded.parameters)
+
+    @property
+    def parameter_values(self) -> Mapping[str, Any]:
+        """The values in force (defaults plus overrides)."""
+        return self._params
+
+    @property
+    def loaded(self) -> LoadedRules:
+        """Everything the loader read (packs, guidance catalogue, warnings), for reports."""
+        return self._loaded
+
+    @property
+    def root(self) -> Path:
+        return self._loaded.root
+
+    def rule(self, rule_id: str) -> Rule:
+        """One rule by id; KeyError names the nearest id."""
+        try:
+            return self._rules[rule_id]
+        except KeyError:
+            raise KeyError(f"no rule '{rule_id}'{nearest(rule_id, self._rules)}") from None
+
+    def with_parameters(self, overrides: Mapping[str, Any]) -> RuleSet:
+        """A new RuleSet with policy parameters overridden (validated); this one is unchanged."""
+        merged = {name: value for name, value in self._params.items()
+                  if value != self._loaded.parameters[name].default}
+        merged.update(overrides)
+        return RuleSet(self._loaded, merged)
+
+    # ------------------------------------------------------------ evaluation
+    def _durable(self) -> Any:
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    from .compiler import compile_rules
+                    from .engine import DurableRuleset
+
+                    definition = compile_rules(self._loaded.rules, dict(self._params))
+                    self._engine = DurableRuleset(definition, self._loaded.info.id)
+        return self._engine
+
+    def evaluate(self, patient: Mapping[str, Any], *, trace: bool = False) -> Assessment:
+        """Validate the patient document, run the rules, and assemble the result.
+
+        Raises PatientDataError for an invalid document (nothing reaches the engine) and
+        EngineError if durable-rules fails.
+        """
+        document = validate_patient(patient)
+        fact, unknown = flatten(document)
+        fired = self._durable().fire(fact)
+        unknown_rules = fired - self._rules.keys()
+        if unknown_rules:
+            raise EngineError(f"durable-rules fired rules that do not exist: {sorted(unknown_rules)}")
+        steps = self._trace(fact, fired) if trace else None
+        data = assemble(info=self._loaded.info, version=__version__, rules=self._rules, fired=fired, fact=fact,
+                        unknown=unknown, needed=self._needed, params=self._params, params_key=self._params_key, patient=document, trace=steps)
+        return Assessment(data)
+
+    def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
+        steps = []
+        params = dict(self._params)
+        for rule in sorted(self._loaded.rules, key=lambda r: r.id):
+            conditions: list[dict[str, Any]] = []
+            holds = evaluate_condition(rule.when, fact, params, conditions)
+            if holds != (rule.id in fired):
+                raise EngineError(f"durable-rules and the reference evaluator disagree on rule '{rule.id}'; "
+                                  "please report this with the rule files")
+            steps.append({"rule": rule.id, "fired": holds, "conditions": conditions})
+        return steps
+
+    def __repr__(self) -> str:
+        info = self._loaded.info
+        return f"<RuleSet {info.id} {info.version} rules={len(self._rules)} {info.digest[:19]}>"
+
+
+def resolve_overrides(parameters: Mapping[str, Parameter], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Check overrides: declared, policy (not source), right type (strings are parsed), within bounds."""
+    out: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name not in parameters:
+            raise ParameterError(f"unknown parameter '{name}'{nearest(name, parameters)}; declared: {', '.join(sorted(parameters))}")
+        param = parameters[name]
+        if not param.overridable:
+            raise ParameterError(f"parameter '{name}' is stated by the source document and cannot be overridden "
+                                 "(only origin: policy parameters can)")
+        value = parse_parameter_value(param, value)
+        problem = check_parameter_value(param, value)
+        if problem:
+            raise ParameterError(f"parameter '{name}': {problem}")
+        out[name] = value
+    return out
+
+
+def parse_parameter_value(param: Parameter, value: Any) -> Any:
+    """Coerce a command-line string (or check a Python value) to the parameter's declared type."""
+    kind = param.type
+    if isinstance(value, str) and kind != "string":
+        text = value.strip().lower()
+        try:
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                number = float(text)
+                if number != number or number in (float("inf"), float("-inf")):
+                    raise ValueError
+                return number
+            if kind == "boolean" and text in ("true", "false", "yes", "no"):
+                return text in ("true", "yes")
+        except ValueError:
+            pass
+        raise ParameterError(f"parameter '{param.name}' takes {kind}, got {value!r}")
+    ok = {"integer": isinstance(value, int) and not isinstance(value, bool),
+          "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "boolean": isinstance(value, bool), "string": isinstance(value, str)}[kind]
+    if not ok:
+        raise ParameterError(f"parameter '{param.name}' takes {kind}, got {value!r}")
+    return value
+
+
+def load_rules(path: str | Path | None = None, parameters: Mapping[str, Any] | None = None) -> RuleSet:
+    """Load a rule set (the bundled one by default); raises RuleFileError or ParameterError."""
+    return RuleSet(load(path), parameters)

@@ -1,0 +1,135 @@
+"""Read a YAML file as plain data, safely, and remember where every value came from.
+
+Rule files are data written by people: no tags, no aliases (alias bombs), no duplicate keys
+(the second would silently win), dates kept as strings, and a size cap. Every value keeps
+its line and column so that schema errors can point at the exact spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 1024 * 1024
+ALLOWED_TAGS = {
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:map",
+}
+Location = tuple[int, int]  # 1-based line, column
+
+
+class YamlProblem(Exception):
+    """The file cannot be read as rule data; carries the location of the first problem."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class _DataLoader(yaml.SafeLoader):
+    """SafeLoader without timestamps (dates stay strings) and without aliases."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YamlProblem("anchors and aliases (*name) are not allowed in rule files; write the value out",
+                              event.start_mark.line + 1, event.start_mark.column + 1)
+        return super().compose_node(parent, index)
+
+
+_DataLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclass
+class YamlDocument:
+    """Parsed data plus the location of every value and mapping key, by JSON path."""
+
+    path: Path
+    data: Any
+    values: dict[tuple[Any, ...], Location] = field(default_factory=dict)
+    keys: dict[tuple[Any, ...], Location] = field(default_factory=dict)
+
+    def locate(self, path: tuple[Any, ...] | list[Any]) -> Location | None:
+        """The best location for a JSON path: the key if it is a mapping entry, else the value,
+        else the nearest enclosing value."""
+        path = tuple(path)
+        while True:
+            if path in self.keys:
+                return self.keys[path]
+            if path in self.values:
+                return self.values[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+
+def _mark(node: Any) -> Location:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _index(node: Any, path: tuple[Any, ...], doc: YamlDocument) -> None:
+    if node.tag not in ALLOWED_TAGS:
+        line, column = _mark(node)
+        raise YamlProblem(f"YAML tag {node.tag!r} is not allowed in rule files: they hold plain data only",
+                          line, column)
+    doc.values[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, Location] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag not in ALLOWED_TAGS or not isinstance(key_node, yaml.ScalarNode):
+                line, column = _mark(key_node)
+                raise YamlProblem("mapping keys must be plain text", line, column)
+            key = key_node.value
+            if key in seen:
+                line, column = _mark(key_node)
+                first = seen[key][0]
+                raise YamlProblem(f"duplicate key '{key}' (first at line {first}); the second would silently "
+                                  "replace the first: keep one", line, column)
+            seen[key] = _mark(key_node)
+            doc.keys[(*path, key)] = _mark(key_node)
+            _index(value_node, (*path, key), doc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*path, i), doc)
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Parse one YAML file into plain data with locations, or raise YamlProblem."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise YamlProblem(f"file is {size:,} bytes; a rule file may be at most {MAX_BYTES:,} bytes: split it into packs", 1, 1)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise YamlProblem(f"not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as UTF-8", line, None) from None
+    loader = _DataLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise YamlProblem("the file is empty", 1, 1)
+        doc = YamlDocument(path, None)
+        _index(node, (), doc)
+        doc.data = loader.construct_document(node)
+        return doc
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        message = " ".join(part for part in (error.context, error.problem) if part) or "invalid YAML"
+        raise YamlProblem(f"invalid YAML: {message}", mark.line + 1 if mark else None,
+                          mark.column + 1 if mark else None) from None
+    except yaml.YAMLError as error:
+        raise YamlProblem(f"invalid YAML: {error}") from None
+    except RecursionError:
+        raise YamlProblem("YAML nested too deeply for a rule file") from None
+    finally:
+        loader.dispose()

@@ -1,0 +1,58 @@
+"""Shared test set-up: hypothesis profiles, fixture paths and the source document."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# ci (default): deterministic and at least 1,000 examples per invariant; thorough: 100,000.
+settings.register_profile("ci", max_examples=1000, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("thorough", max_examples=100_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("dev", max_examples=100, deadline=None, derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def source_path() -> Path:
+    """The source document: $CDSS_SOURCE, else ../shared/sources beside the checkout."""
+    env = os.environ.get("CDSS_SOURCE")
+    if env:
+        return Path(env)
+    return ROOT.parent / "shared" / "sources" / "weak-glutes-back-pain.txt"
+
+
+def inventory_path() -> Path:
+    """The guidance inventory: $CDSS_INVENTORY, else ../shared/sources beside the checkout."""
+    env = os.environ.get("CDSS_INVENTORY")
+    if env:
+        return Path(env)
+    return ROOT.parent / "shared" / "sources" / "GUIDANCE-INVENTORY.md"
+
+
+@pytest.fixture(scope="session")
+def source_text() -> str:
+    path = source_path()
+    if not path.is_file():
+        pytest.fail(f"source document not found at {path}: set CDSS_SOURCE to its path (see README)")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def basic_rules():
+    import cdss
+
+    return cdss.load_rules(FIXTURES / "basic")
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    import cdss
+
+    return cdss.load_rules()
