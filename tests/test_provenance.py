@@ -1,0 +1,91 @@
+"""Every rule cites its source verbatim, and every statement of the guidance inventory is covered.
+
+The source and the inventory live in ../shared/sources beside the checkout (as in CI); set
+CDSS_SOURCE and CDSS_INVENTORY to point the check at copies elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import cdss
+from tests.conftest import inventory_path
+
+HEADINGS_AFTER_BLANK = re.compile(r"^(?P<h>[^\n.]{3,80}[^.\n])$", re.M)
+
+
+@pytest.fixture(scope="module")
+def inventory() -> dict[str, str]:
+    path = inventory_path()
+    if not path.is_file():
+        pytest.fail(f"guidance inventory not found at {path}: set CDSS_INVENTORY (see README)")
+    rows = re.findall(r"^\| (G-[A-Z]+-\d+) \| (rule|context)\b", path.read_text(encoding="utf-8"), re.M)
+    assert rows, "no inventory rows parsed"
+    return dict(rows)
+
+
+def headings(source: str) -> set[str]:
+    """Lines that stand alone between blank lines and do not end with a full stop: the section titles."""
+    blocks = [b.strip() for b in source.split("\n\n")]
+    return {b for b in blocks if b and "\n" not in b and not b.endswith(".") and len(b) < 80}
+
+
+def test_every_quote_occurs_verbatim_in_the_source(bundled: cdss.RuleSet, source_text: str) -> None:
+    missing = [f"{r.id}: {r.quote!r}" for r in bundled.rules if r.quote not in source_text]
+    assert missing == []
+
+
+def test_quotes_keep_the_sources_typography(bundled: cdss.RuleSet, source_text: str) -> None:
+    """A straight apostrophe where the source has a curly one is not a verbatim quote."""
+    for rule in bundled.rules:
+        for straight, curly in (("'", "’"), ('"', "“")):
+            if straight in rule.quote:
+                assert rule.quote.replace(straight, curly) not in source_text, rule.id
+
+
+def test_every_section_is_a_heading_of_the_source(bundled: cdss.RuleSet, source_text: str) -> None:
+    titles = headings(source_text)
+    assert "When Glute Strengthening Isn’t Enough" in titles
+    wrong = [f"{r.id}: {r.section!r}" for r in bundled.rules if r.section not in titles]
+    assert wrong == []
+
+
+def test_every_quote_lies_in_the_section_it_names(bundled: cdss.RuleSet, source_text: str) -> None:
+    titles = [t for t in headings(source_text)]
+    positions = sorted((source_text.index(t), t) for t in titles)
+    for rule in bundled.rules:
+        at = source_text.index(rule.quote)
+        section = [t for pos, t in positions if pos <= at][-1]
+        assert section == rule.section, f"{rule.id}: quote is under {section!r}, rule says {rule.section!r}"
+
+
+def test_catalogue_matches_the_inventory(bundled: cdss.RuleSet, inventory: dict[str, str]) -> None:
+    catalogue = {g.id: g.kind for g in bundled.loaded.guidance.values()}
+    assert catalogue == inventory
+
+
+def test_every_rule_row_is_encoded_by_a_rule(bundled: cdss.RuleSet, inventory: dict[str, str]) -> None:
+    encoded = {gid for rule in bundled.rules for gid in rule.guidance}
+    uncovered = sorted(gid for gid, kind in inventory.items() if kind == "rule" and gid not in encoded)
+    assert uncovered == []
+
+
+def test_every_context_row_is_rationale_on_some_rule(bundled: cdss.RuleSet, inventory: dict[str, str]) -> None:
+    explained = {r.guidance for rule in bundled.rules for r in rule.rationale}
+    uncovered = sorted(gid for gid, kind in inventory.items() if kind == "context" and gid not in explained)
+    assert uncovered == []
+
+
+def test_rules_cite_rule_rows_and_rationale_cites_context_rows(bundled: cdss.RuleSet, inventory: dict[str, str]) -> None:
+    for rule in bundled.rules:
+        for gid in rule.guidance:
+            assert inventory[gid] == "rule", f"{rule.id} encodes {gid}, a context row: put it under rationale"
+
+
+def test_summaries_fit_cds_hooks(bundled: cdss.RuleSet) -> None:
+    for rule in bundled.rules:
+        card = rule.then.get("card")
+        if card:
+            assert 0 < len(card["summary"]) < 140, rule.id
