@@ -241,8 +241,23 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
                 name=name, type=spec["type"], default=spec["default"], description=spec["description"],
                 origin=spec["origin"], unit=spec.get("unit"), minimum=spec.get("minimum"), maximum=spec.get("maximum"),
                 enum=tuple(spec["enum"]) if "enum" in spec else None, guidance=tuple(spec.get("guidance", ())),
-                pack=meta["id"], where=Origin(_display(doc.path), line[0] if line else None))
+                pack=meta["id"], where=Origin(_display(doc.path), line[0] if line else None),
+                at_most=spec["at_most"]["param"] if "at_most" in spec else None)
             param_docs[name] = (doc, where)
+    for name, param in parameters.items():
+        if param.at_most is None:
+            continue
+        doc, where = param_docs[name]
+        other = parameters.get(param.at_most)
+        if other is None:
+            out.add(doc, (*where, "at_most"), None,
+                    f"parameter '{name}': at_most names undeclared parameter '{param.at_most}'{nearest(param.at_most, parameters)}")
+        elif other.type not in ("integer", "number") or param.type not in ("integer", "number"):
+            out.add(doc, (*where, "at_most"), None, f"parameter '{name}': at_most compares numbers only")
+        else:
+            problem = parameter_constraint_problem(parameters, {n: p.default for n, p in parameters.items()}, name)
+            if problem:
+                out.add(doc, (*where, "default"), None, f"defaults break a constraint: {problem}")
 
     rules: list[Rule] = []
     seen: dict[str, str] = {}
@@ -321,6 +336,16 @@ def _check_parameter(doc: YamlDocument, where: tuple[Any, ...], name: str, spec:
     for j, gid in enumerate(spec.get("guidance", [])):
         if gid not in guidance:
             out.add(doc, (*where, "guidance", j), None, f"guidance id '{gid}' is not in the catalogue{nearest(gid, guidance)}")
+
+
+def parameter_constraint_problem(parameters: dict[str, Parameter], values: dict[str, Any], name: str) -> str | None:
+    """Why `name`'s value breaks its `at_most` constraint under these values, or None."""
+    param = parameters[name]
+    if param.at_most is None or param.at_most not in values:
+        return None
+    if values[name] > values[param.at_most]:
+        return f"{name} ({values[name]}) may not exceed {param.at_most} ({values[param.at_most]})"
+    return None
 
 
 def check_parameter_value(spec: dict[str, Any] | Parameter, value: Any) -> str | None:

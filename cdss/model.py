@@ -35,6 +35,7 @@ class Parameter:
     guidance: tuple[str, ...]
     pack: str
     where: Origin
+    at_most: str | None = None  # name of a parameter this one may not exceed
 
     @property
     def overridable(self) -> bool:

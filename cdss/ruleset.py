@@ -11,7 +11,7 @@ from typing import Any
 from . import __version__
 from .conditions import evaluate as evaluate_condition, leaves
 from .errors import EngineError, ParameterError
-from .loader import LoadedRules, check_parameter_value, load, nearest
+from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Parameter, Rule, RuleSetInfo
 from .fields import patient_fields
 from .patient import flatten, validate_patient
@@ -25,6 +25,10 @@ class RuleSet:
         self._loaded = loaded
         values = {name: p.default for name, p in loaded.parameters.items()}
         values.update(resolve_overrides(loaded.parameters, overrides or {}))
+        for name in loaded.parameters:
+            problem = parameter_constraint_problem(loaded.parameters, values, name)
+            if problem:
+                raise ParameterError(f"parameter values conflict: {problem}")
         self._params = MappingProxyType(values)
         self._params_key = canonical(values)
         self._rules = MappingProxyType({rule.id: rule for rule in loaded.rules})

@@ -185,3 +185,9 @@ def test_assessment_is_immutable_from_outside(basic_rules: cdss.RuleSet) -> None
     result.cards.clear()
     result.to_dict()["plan"]["exercises"].clear()
     assert result.to_json() == before
+
+
+def test_overrides_may_not_break_a_parameter_constraint(bundled: cdss.RuleSet) -> None:
+    with pytest.raises(cdss.ParameterError, match="may not exceed"):
+        bundled.with_parameters({"escalation_review_weeks": 6, "escalation_refer_weeks": 5})
+    assert bundled.with_parameters({"escalation_review_weeks": 5}).parameter_values["escalation_review_weeks"] == 5

@@ -206,3 +206,12 @@ def test_parameter_default_out_of_bounds(tmp_path: Path) -> None:
     error = load_error(tmp_path, rules_body({"p-rule": "{field: exercise.weeks_consistent, gte: {param: refer_weeks}}"}, params))
     assert "above the maximum 6" in str(error)
     assert error.line == line_of(tmp_path / "pack.yaml", "default: 9")
+
+
+def test_at_most_constraint_is_checked_for_defaults(tmp_path: Path) -> None:
+    params = ("parameters:\n"
+              "  review_weeks:\n    type: integer\n    default: 6\n    at_most: {param: refer_weeks}\n    origin: policy\n    description: r\n"
+              "  refer_weeks:\n    type: integer\n    default: 4\n    origin: policy\n    description: f\n")
+    when = "{all: [{field: exercise.weeks_consistent, gte: {param: review_weeks}}, {field: exercise.weeks_consistent, gte: {param: refer_weeks}}]}"
+    error = load_error(tmp_path, rules_body({"c-rule": when}, params))
+    assert "review_weeks (6) may not exceed refer_weeks (4)" in str(error)
