@@ -78,6 +78,8 @@ def describe_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1:,} digits"  # repr() may refuse it
     if isinstance(value, (int, float)):
         return f"number {value!r}"
     if isinstance(value, str):

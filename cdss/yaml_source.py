@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 64  # far beyond any sensible rule, far below Python's recursion limit
 ALLOWED_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:seq",
@@ -35,12 +36,21 @@ class YamlProblem(Exception):
 class _DataLoader(yaml.SafeLoader):
     """SafeLoader without timestamps (dates stay strings) and without aliases."""
 
+    depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
             raise YamlProblem("anchors and aliases (*name) are not allowed in rule files; write the value out",
                               event.start_mark.line + 1, event.start_mark.column + 1)
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise YamlProblem(f"nested more than {MAX_DEPTH} levels deep; rule files are shallow: flatten the condition",
+                              event.start_mark.line + 1, event.start_mark.column + 1)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _DataLoader.yaml_implicit_resolvers = {
@@ -113,7 +123,10 @@ def load_yaml(path: Path) -> YamlDocument:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise YamlProblem(f"not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as UTF-8", line, None) from None
-    loader = _DataLoader(text)
+    try:
+        loader = _DataLoader(text)
+    except yaml.reader.ReaderError as error:
+        raise _reader_problem(text, error) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -127,9 +140,22 @@ def load_yaml(path: Path) -> YamlDocument:
         message = " ".join(part for part in (error.context, error.problem) if part) or "invalid YAML"
         raise YamlProblem(f"invalid YAML: {message}", mark.line + 1 if mark else None,
                           mark.column + 1 if mark else None) from None
+    except yaml.reader.ReaderError as error:
+        raise _reader_problem(text, error) from None
     except yaml.YAMLError as error:
         raise YamlProblem(f"invalid YAML: {error}") from None
     except RecursionError:
         raise YamlProblem("YAML nested too deeply for a rule file") from None
     finally:
         loader.dispose()
+
+
+def _reader_problem(text: str, error: Any) -> YamlProblem:
+    """A located message for a character YAML does not allow (NUL, most control characters)."""
+    position = getattr(error, "position", 0) or 0
+    before = text[:position]
+    line = before.count("\n") + 1
+    column = position - (before.rfind("\n") + 1) + 1
+    character = getattr(error, "character", "?")
+    code = f"U+{ord(character):04X}" if isinstance(character, str) and character else repr(character)
+    return YamlProblem(f"character {code} is not allowed in a YAML file; remove it", line, column)

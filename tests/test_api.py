@@ -144,7 +144,7 @@ def test_cds_hooks_rendering_is_strict(basic_rules: cdss.RuleSet) -> None:
         ({"red_flag": {}}, "$.red_flag", "did you mean 'red_flags'"),
         ({"back_pain": {"present": "yes"}}, "$.back_pain.present", "found string 'yes'"),
         ({"exercise": {"weeks_consistent": -1}}, "$.exercise.weeks_consistent", "at least 0"),
-        ({"exercise": {"weeks_consistent": float("nan")}}, "$.exercise.weeks_consistent", "whole number"),
+        ({"exercise": {"weeks_consistent": float("nan")}}, "$.exercise.weeks_consistent", "found NaN or infinity"),
         ({"exercise": {"weeks_consistent": True}}, "$.exercise.weeks_consistent", "whole number"),
         ({"back_pain": {"trend": "better"}}, "$.back_pain.trend", "one of 'improving'"),
         ({"patient_id": 7}, "$.patient_id", "a string"),
