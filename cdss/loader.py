@@ -75,16 +75,21 @@ def nearest(name: str, options: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def load(path: str | Path | None = None) -> LoadedRules:
-    """Load and check a rule set (directory with ruleset.yaml, or one pack file); raise RuleFileError."""
-    loaded, problems = collect(path)
+def load(path: str | Path | None = None, *, schema_checked: bool = False) -> LoadedRules:
+    """Load and check a rule set (directory with ruleset.yaml, or one pack file); raise RuleFileError.
+
+    `schema_checked=True` skips the JSON Schema pass (and importing jsonschema) for files the
+    caller knows, byte for byte, passed it before (the CLI's verdict cache); every other
+    check still runs.
+    """
+    loaded, problems = collect(path, schema_checked=schema_checked)
     errors = [p for p in problems if p.severity == "error"]
     if errors or loaded is None:
         raise RuleFileError(errors or problems)
     return loaded
 
 
-def collect(path: str | Path | None = None) -> tuple[LoadedRules | None, list[Problem]]:
+def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> tuple[LoadedRules | None, list[Problem]]:
     """Load a rule set and return it with every problem found (errors first, then warnings)."""
     root = Path(path) if path is not None else rules_dir()
     out = _Collector()
@@ -97,7 +102,7 @@ def collect(path: str | Path | None = None) -> tuple[LoadedRules | None, list[Pr
         if not manifest_path.is_file():
             out.add(root, None, None, f"no {MANIFEST} in this directory; a rule set directory names itself in {MANIFEST}")
             return None, out.problems
-        manifest_doc = _read(manifest_path, "rule-set", out)
+        manifest_doc = _read(manifest_path, "rule-set", out, schema_checked)
         if manifest_doc is None:
             return None, out.problems
         pack_paths = _pack_paths(root, manifest_doc, out)
@@ -105,9 +110,9 @@ def collect(path: str | Path | None = None) -> tuple[LoadedRules | None, list[Pr
     else:
         pack_paths = [root]
         guidance_path = root.parent / GUIDANCE if (root.parent / GUIDANCE).is_file() else rules_dir() / GUIDANCE
-    guidance_doc = _read(guidance_path, "guidance", out)
+    guidance_doc = _read(guidance_path, "guidance", out, schema_checked)
     guidance = _guidance(guidance_doc, out) if guidance_doc else {}
-    docs = [doc for doc in (_read(p, "rule-pack", out) for p in pack_paths) if doc is not None]
+    docs = [doc for doc in (_read(p, "rule-pack", out, schema_checked) for p in pack_paths) if doc is not None]
     if len(docs) != len(pack_paths) or not guidance:
         return None, _sorted(out.problems)
     loaded = _build(root, manifest_doc, docs, guidance_doc, guidance, out)
@@ -138,7 +143,7 @@ def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Pat
     return paths
 
 
-def _read(path: Path, schema_name: str, out: _Collector) -> YamlDocument | None:
+def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = False) -> YamlDocument | None:
     try:
         doc = load_yaml(path)
     except YamlProblem as problem:
@@ -147,6 +152,8 @@ def _read(path: Path, schema_name: str, out: _Collector) -> YamlDocument | None:
     except OSError as error:
         out.add(path, None, None, f"cannot read: {error.strerror or error}")
         return None
+    if schema_checked:
+        return doc
     before = len(out.errors)
     _schema_problems(doc, schema_name, out)
     return doc if len(out.errors) == before else None

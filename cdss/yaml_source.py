@@ -33,30 +33,33 @@ class YamlProblem(Exception):
         self.column = column
 
 
-class _DataLoader(yaml.SafeLoader):
-    """SafeLoader without timestamps (dates stay strings) and without aliases."""
+_BASE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~15x faster, same marks
 
-    depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise YamlProblem("anchors and aliases (*name) are not allowed in rule files; write the value out",
-                              event.start_mark.line + 1, event.start_mark.column + 1)
-        if self.depth >= MAX_DEPTH:
-            raise YamlProblem(f"nested more than {MAX_DEPTH} levels deep; rule files are shallow: flatten the condition",
-                              event.start_mark.line + 1, event.start_mark.column + 1)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+class _DataLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader without the timestamp resolver, so dates stay strings."""
 
 
 _DataLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _check_events(text: str) -> None:
+    """Refuse aliases (alias bombs) and deep nesting from the event stream, before any node is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BASE_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            raise YamlProblem("anchors and aliases (*name) are not allowed in rule files; write the value out",
+                              event.start_mark.line + 1, event.start_mark.column + 1)
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlProblem(f"nested more than {MAX_DEPTH} levels deep; rule files are shallow: flatten the condition",
+                                  event.start_mark.line + 1, event.start_mark.column + 1)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 @dataclass
@@ -124,9 +127,12 @@ def load_yaml(path: Path) -> YamlDocument:
         line = raw[: error.start].count(b"\n") + 1
         raise YamlProblem(f"not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as UTF-8", line, None) from None
     try:
+        _check_events(text)
         loader = _DataLoader(text)
     except yaml.reader.ReaderError as error:
         raise _reader_problem(text, error) from None
+    except yaml.MarkedYAMLError as error:
+        raise _syntax_problem(error) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -136,10 +142,7 @@ def load_yaml(path: Path) -> YamlDocument:
         doc.data = loader.construct_document(node)
         return doc
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        message = " ".join(part for part in (error.context, error.problem) if part) or "invalid YAML"
-        raise YamlProblem(f"invalid YAML: {message}", mark.line + 1 if mark else None,
-                          mark.column + 1 if mark else None) from None
+        raise _syntax_problem(error) from None
     except yaml.reader.ReaderError as error:
         raise _reader_problem(text, error) from None
     except yaml.YAMLError as error:
@@ -159,3 +162,9 @@ def _reader_problem(text: str, error: Any) -> YamlProblem:
     character = getattr(error, "character", "?")
     code = f"U+{ord(character):04X}" if isinstance(character, str) and character else repr(character)
     return YamlProblem(f"character {code} is not allowed in a YAML file; remove it", line, column)
+
+
+def _syntax_problem(error: Any) -> YamlProblem:
+    mark = error.problem_mark or error.context_mark
+    message = " ".join(part for part in (error.context, error.problem) if part) or "invalid YAML"
+    return YamlProblem(f"invalid YAML: {message}", mark.line + 1 if mark else None, mark.column + 1 if mark else None)

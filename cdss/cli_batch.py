@@ -1,0 +1,221 @@
+"""`cdss evaluate --jsonl`: JSON Lines in, one result (or error record) per line out, streaming.
+
+Memory stays constant: input is read one line at a time and, with `--workers N`, at most
+a fixed number of chunks are in flight. (`Pool.imap` would not do: its feeder thread
+drains the whole input iterator into the task queue as fast as it can read it.) Output
+order is input order. A bad line yields an error record in place and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from .cli_input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
+
+if TYPE_CHECKING:
+    from .loader import LoadedRules
+    from .ruleset import RuleSet
+
+CHUNK_LINES = 256
+URGENCIES = ("emergency", "see-professional", "self-care", "none")
+
+Line = tuple[str, int, "bytes | None"]  # input name, line number, bytes (None: over the size cap)
+Output = tuple[str, "str | None", "str | None"]  # output line, urgency (a result), error location (an error)
+SHOWN_ERRORS = 5
+
+
+class Block:
+    """Output lines ready to write (UTF-8, newline-terminated) and what they hold, for the summary.
+
+    A worker returns one Block per chunk: one bytes object crosses the process boundary
+    instead of hundreds of small strings.
+    """
+
+    __slots__ = ("data", "records", "counts", "errors", "first_errors")
+
+    def __init__(self, outputs: list[Output]) -> None:
+        self.data = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+        self.records = len(outputs)
+        self.counts = dict.fromkeys(URGENCIES, 0)
+        self.errors = 0
+        self.first_errors: list[str] = []
+        for _, urgency, where in outputs:
+            if urgency is not None:
+                self.counts[urgency] += 1
+            elif where is not None:
+                self.errors += 1
+                if len(self.first_errors) < SHOWN_ERRORS:
+                    self.first_errors.append(where)
+
+
+def dumps(data: Any) -> str:
+    """One compact JSON line (UTF-8 kept)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_record(name: str, line: int | None, problem: InputProblem) -> str:
+    record: dict[str, Any] = {"file": name}
+    if line is not None:
+        record["line"] = line
+    record["error"] = problem.record()
+    return dumps(record)
+
+
+class Evaluator:
+    """Evaluates raw input lines into output lines; one per process."""
+
+    def __init__(self, rules: RuleSet, *, trace: bool, fmt: str) -> None:
+        self.rules = rules
+        self.trace = trace
+        self.fmt = fmt
+
+    def render(self, assessment: Any) -> str:
+        if self.fmt == "cds-hooks":
+            return dumps(assessment.to_cds_hooks())
+        return str(assessment.to_json())
+
+    def line(self, name: str, number: int, raw: bytes | None) -> Output | None:
+        """The output for one input line, or None for a blank line (skipped)."""
+        from .errors import PatientDataError
+
+        try:
+            if raw is None:
+                raise oversized_line()
+            if not raw.strip():
+                return None
+            document = parse_document(raw, single_line=True)
+            try:
+                assessment = self.rules.evaluate(document, trace=self.trace)
+            except PatientDataError as error:
+                raise patient_problem(error, document) from None
+        except InputProblem as problem:
+            return error_record(name, number, problem), None, f"{name}:{number}"
+        return self.render(assessment), assessment.urgency, None
+
+    def chunk(self, lines: list[Line]) -> list[Output]:
+        return [out for out in (self.line(*item) for item in lines) if out is not None]
+
+
+_worker: Evaluator | None = None
+
+
+def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str) -> None:
+    global _worker
+    from .ruleset import RuleSet
+
+    _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt)
+
+
+def _run_chunk(lines: list[Line]) -> Block:
+    assert _worker is not None, "worker not initialised"
+    return Block(_worker.chunk(lines))
+
+
+def read_lines(inputs: Iterable[tuple[str, BinaryIO]]) -> Iterator[Line]:
+    for name, stream in inputs:
+        for number, raw in iter_lines(stream):
+            yield name, number, raw
+
+
+def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
+    chunk: list[Line] = []
+    for item in lines:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str) -> Iterator[Block]:
+    """Outputs in input order from `workers` processes, each loading the rule set once."""
+    import multiprocessing
+
+    overrides = {name: value for name, value in rules.parameter_values.items()
+                 if value != rules.parameters[name].default}
+    window = workers * 3
+    with multiprocessing.Pool(workers, _init_worker, (rules.loaded, overrides, trace, fmt)) as pool:
+        pending: collections.deque[Any] = collections.deque()
+        for chunk in _chunks(lines, CHUNK_LINES):
+            pending.append(pool.apply_async(_run_chunk, (chunk,)))
+            while len(pending) >= window:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str) -> Iterator[Block]:
+    evaluator = Evaluator(rules, trace=trace, fmt=fmt)
+    for item in lines:
+        out = evaluator.line(*item)
+        if out is not None:
+            yield Block([out])
+
+
+class Progress:
+    """`cdss: 12,345 records` on stderr, redrawn at most 5 times a second; only on a terminal."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self.last = 0.0
+
+    def update(self, count: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last >= 0.2:
+            self.last = now
+            self.stream.write(f"\rcdss: {count:,} record{'s' if count != 1 else ''} ...")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.last:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
+        fmt: str, err: IO[str] | None = None) -> int:
+    """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
+    err = err or sys.stderr
+    lines = read_lines(inputs)
+    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt) if workers > 1
+              else sequential(lines, rules, trace=trace, fmt=fmt))
+    counts = dict.fromkeys(URGENCIES, 0)
+    errors = 0
+    first_errors: list[str] = []
+    total = unflushed = 0
+    progress = Progress(err)
+    try:
+        for block in blocks:
+            out.write(block.data)
+            total += block.records
+            unflushed += block.records
+            errors += block.errors
+            first_errors.extend(block.first_errors[:SHOWN_ERRORS - len(first_errors)])
+            for urgency, n in block.counts.items():
+                counts[urgency] += n
+            if unflushed >= CHUNK_LINES:
+                out.flush()
+                unflushed = 0
+            progress.update(total)
+    finally:
+        progress.done()
+        out.flush()
+    evaluated = sum(counts.values())
+    by_urgency = ", ".join(f"{counts[u]:,} {u}" for u in URGENCIES)
+    summary = (f"cdss: {total:,} record{'s' if total != 1 else ''}: {evaluated:,} evaluated ({by_urgency}), "
+               f"{errors:,} invalid")
+    if errors:
+        more = errors - len(first_errors)
+        summary += f" (at {', '.join(first_errors)}{f' and {more:,} more' if more else ''})"
+    err.write(summary + "\n")
+    err.flush()
+    return 1 if errors else 0
