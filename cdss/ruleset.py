@@ -14,8 +14,8 @@ from .errors import EngineError, ParameterError
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Parameter, Rule, RuleSetInfo
 from .fields import patient_fields
-from .patient import flatten, validate_patient
-from .result import RED_FLAG_PREFIX, Assessment, assemble, canonical
+from .patient import canonical_patient, prepare
+from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical
 
 
 class RuleSet:
@@ -35,6 +35,9 @@ class RuleSet:
         # fields some rule reads, plus every red flag: the screening verdict reads them all
         self._needed = frozenset(leaf.field.path for rule in loaded.rules for leaf in leaves(rule.when)) | frozenset(
             path for path in patient_fields() if path.startswith(RED_FLAG_PREFIX))
+        self._rule_ids = frozenset(self._rules)
+        self._assembler = Assembler(info=loaded.info, version=__version__, rules=self._rules, needed=self._needed,
+                                    params=self._params, params_key=self._params_key, patient_key=canonical_patient)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
 
@@ -100,16 +103,12 @@ class RuleSet:
         Raises PatientDataError for an invalid document (nothing reaches the engine) and
         EngineError if durable-rules fails.
         """
-        document = validate_patient(patient)
-        fact, unknown = flatten(document)
-        fired = self._durable().fire(fact)
-        unknown_rules = fired - self._rules.keys()
-        if unknown_rules:
-            raise EngineError(f"durable-rules fired rules that do not exist: {sorted(unknown_rules)}")
+        document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
+        fired = (self._engine or self._durable()).fire_encoded(encoded)
+        if not fired <= self._rule_ids:
+            raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
         steps = self._trace(fact, fired) if trace else None
-        data = assemble(info=self._loaded.info, version=__version__, rules=self._rules, fired=fired, fact=fact,
-                        unknown=unknown, needed=self._needed, params=self._params, params_key=self._params_key, patient=document, trace=steps)
-        return Assessment(data)
+        return Assessment(self._assembler.build(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps))
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []
@@ -133,7 +132,7 @@ def resolve_overrides(parameters: Mapping[str, Parameter], overrides: Mapping[st
     out: dict[str, Any] = {}
     for name, value in overrides.items():
         if name not in parameters:
-            raise ParameterError(f"unknown parameter '{name}'{nearest(name, parameters)}; declared: {', '.join(sorted(parameters))}")
+            raise ParameterError(f"unknown parameter '{name}' (declared: {', '.join(sorted(parameters))}){nearest(name, parameters)}")
         param = parameters[name]
         if not param.overridable:
             raise ParameterError(f"parameter '{name}' is stated by the source document and cannot be overridden "

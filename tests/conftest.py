@@ -56,3 +56,9 @@ def bundled():
     import cdss
 
     return cdss.load_rules()
+
+
+@pytest.fixture(autouse=True)
+def _no_user_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's ~/.cache/cdss; tests that need the cache set their own."""
+    monkeypatch.setenv("CDSS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cdss-cache"))
