@@ -220,7 +220,7 @@ def test_param_overrides_a_policy_parameter_and_is_recorded(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("param", "words"), [
-    ("refer_weks=4", "unknown parameter 'refer_weks'; did you mean 'refer_weeks'?"),
+    ("refer_weks=4", "; did you mean 'refer_weeks'?"),
     ("refer_weeks=9", "9 is above the maximum 6"),
     ("refer_weeks=soon", "takes integer"),
     ("sets_max=4", "cannot be overridden"),
