@@ -659,7 +659,7 @@ def test_installed_executable_jsonl_workers_and_a_closed_pipe(tmp_path: Path) ->
 
 
 def test_terminal_gets_text_and_a_progress_line(tmp_path: Path) -> None:
-    pty = pytest.importorskip("pty")
+    import pty
     path = write(tmp_path, "e.json", EMERGENCY)
     master, slave = pty.openpty()
     try:
