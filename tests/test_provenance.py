@@ -11,9 +11,9 @@ import re
 import pytest
 
 import cdss
+from cdss.audit import headings, section_of
 from tests.conftest import inventory_path
 
-HEADINGS_AFTER_BLANK = re.compile(r"^(?P<h>[^\n.]{3,80}[^.\n])$", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,6 @@ def inventory() -> dict[str, str]:
     rows = re.findall(r"^\| (G-[A-Z]+-\d+) \| (rule|context)\b", path.read_text(encoding="utf-8"), re.M)
     assert rows, "no inventory rows parsed"
     return dict(rows)
-
-
-def headings(source: str) -> set[str]:
-    """Lines that stand alone between blank lines and do not end with a full stop: the section titles."""
-    blocks = [b.strip() for b in source.split("\n\n")]
-    return {b for b in blocks if b and "\n" not in b and not b.endswith(".") and len(b) < 80}
 
 
 def test_every_quote_occurs_verbatim_in_the_source(bundled: cdss.RuleSet, source_text: str) -> None:
@@ -46,19 +40,16 @@ def test_quotes_keep_the_sources_typography(bundled: cdss.RuleSet, source_text: 
 
 
 def test_every_section_is_a_heading_of_the_source(bundled: cdss.RuleSet, source_text: str) -> None:
-    titles = headings(source_text)
+    titles = set(headings(source_text))
     assert "When Glute Strengthening Isn’t Enough" in titles
     wrong = [f"{r.id}: {r.section!r}" for r in bundled.rules if r.section not in titles]
     assert wrong == []
 
 
 def test_every_quote_lies_in_the_section_it_names(bundled: cdss.RuleSet, source_text: str) -> None:
-    titles = [t for t in headings(source_text)]
-    positions = sorted((source_text.index(t), t) for t in titles)
+    titles = headings(source_text)
     for rule in bundled.rules:
-        at = source_text.index(rule.quote)
-        section = [t for pos, t in positions if pos <= at][-1]
-        assert section == rule.section, f"{rule.id}: quote is under {section!r}, rule says {rule.section!r}"
+        assert section_of(source_text, titles, rule.quote) == rule.section, rule.id
 
 
 def test_catalogue_matches_the_inventory(bundled: cdss.RuleSet, inventory: dict[str, str]) -> None:
