@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, leaves, outcomes
 from .fields import Field, patient_fields
-from .loader import GUIDANCE, MANIFEST, TEMPLATE
+from .loader import GUIDANCE, MANIFEST
 from .model import GuidanceItem, Origin, Pack, Parameter, Rule
 from .resources import rules_dir, schemas_dir
 from .result import render
@@ -39,8 +39,6 @@ SEVERITIES = ("problem", "warning", "note")
 """problem: must be fixed before sign-off; warning: fix or accept knowingly; note: confirm it is intended."""
 
 QUOTE_FOUND, QUOTE_NOT_FOUND, QUOTE_NOT_CHECKED = "found", "not-found", "not-checked"
-TEXT_KEYS = (("card", ("summary", "detail")), ("finding", ("text",)), ("plan", ("note",)),
-             ("referral", ("reason",)), ("exercise", ("instructions",)))
 
 
 # ================================================================ data model
@@ -297,7 +295,7 @@ def build_audit(rules: RuleSet, source_text: str | None, scenarios: Sequence[Sce
                 condition=describe_condition(rule.when, params, ctx.units),
                 outputs=describe_outputs(rule, params),
                 parameters=tuple(ParamUse(n, params[n], rules.parameters[n].unit, rules.parameters[n].origin)
-                                 for n in rule_parameters(rule)),
+                                 for n in rule.parameters),
                 guidance=tuple(loaded.guidance[g] for g in rule.guidance if g in loaded.guidance),
                 quote_status=(QUOTE_NOT_CHECKED if source_text is None
                               else QUOTE_FOUND if rule.quote in source_text else QUOTE_NOT_FOUND),
@@ -497,29 +495,11 @@ def describe_outputs(rule: Rule, params: dict[str, Any]) -> tuple[Output, ...]:
     return tuple(out)
 
 
-def rule_parameters(rule: Rule) -> tuple[str, ...]:
-    """Every parameter a rule uses (condition, texts, exercise dose), in order of first use."""
-    names: list[str] = [leaf.operand.name for leaf in leaves(rule.when) if isinstance(leaf.operand, ParamRef)]
-    for section, keys in TEXT_KEYS:
-        for key in keys:
-            text = rule.then.get(section, {}).get(key)
-            if isinstance(text, str):
-                names.extend(TEMPLATE.findall(text))
-    exercise = rule.then.get("exercise")
-    if exercise:
-        for rng in ("sets", "reps"):
-            for end in ("min", "max"):
-                value = exercise[rng][end]
-                if isinstance(value, dict):
-                    names.append(value["param"])
-    return tuple(dict.fromkeys(names))
-
-
 def parameter_usage(rules: Iterable[Rule]) -> dict[str, tuple[str, ...]]:
     """parameter name → the rules that use it."""
     usage: dict[str, list[str]] = {}
     for rule in rules:
-        for name in rule_parameters(rule):
+        for name in rule.parameters:
             usage.setdefault(name, []).append(rule.id)
     return {k: tuple(v) for k, v in usage.items()}
 
@@ -783,6 +763,6 @@ def _clip(text: str, limit: int = 90) -> str:
 __all__ = [
     "Audit", "Clause", "Finding", "GuidanceRow", "Output", "PackEntry", "ParamUse", "ParameterRow", "RuleEntry",
     "ScenarioGap", "ScenarioRef", "SectionRow", "anchor", "audit_findings", "build_audit", "default_scenarios_dir",
-    "describe_condition", "describe_outputs", "field_phrase", "headings", "parameter_usage", "rule_parameters",
+    "describe_condition", "describe_outputs", "field_phrase", "headings", "parameter_usage",
     "rulebook", "section_of",
 ]

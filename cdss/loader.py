@@ -17,13 +17,12 @@ from typing import Any, Iterable
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
 from .fields import Field, patient_fields
-from .model import GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
+from .model import PLACEHOLDER, GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
 from .resources import rules_dir, schema
 from .yaml_source import YamlDocument, YamlProblem, load_yaml
 
 MANIFEST = "ruleset.yaml"
 GUIDANCE = "guidance.yaml"
-TEMPLATE = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
 TEMPLATE_ANY = re.compile(r"\{\{(.*?)\}\}")
 PY_TYPES: dict[str, tuple[type, ...]] = {"integer": (int,), "number": (int, float), "boolean": (bool,), "string": (str,)}
 
@@ -487,7 +486,7 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
                 texts.append(((*base, "then", section, key), then[section][key]))
     for where, text in texts:
         for match in TEMPLATE_ANY.finditer(text):
-            m = TEMPLATE.fullmatch(match.group(0))
+            m = PLACEHOLDER.fullmatch(match.group(0))
             if not m:
                 out.add(doc, where, rule_id, f"'{match.group(0)}' is not a valid placeholder; write {{{{ params.NAME }}}}")
             elif m.group(1) not in parameters:

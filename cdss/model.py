@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .conditions import Condition
+
+PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
+"""`{{ params.NAME }}` in a rule's text: the value of a parameter."""
 
 URGENCY_ORDER = ("none", "self-care", "see-professional", "emergency")
 INDICATOR_ORDER = ("critical", "warning", "info")
@@ -69,6 +73,28 @@ class Rule:
     then: dict[str, Any]
     pack: str
     where: Origin
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Every parameter the rule uses (condition, texts, exercise dose), in order of first use."""
+        from .conditions import ParamRef, leaves
+
+        names = [leaf.operand.name for leaf in leaves(self.when) if isinstance(leaf.operand, ParamRef)]
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if set(node) == {"param"} and isinstance(node["param"], str):
+                    names.append(node["param"])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+            elif isinstance(node, str):
+                names.extend(PLACEHOLDER.findall(node))
+
+        walk(self.then)
+        return tuple(dict.fromkeys(names))
 
     @property
     def gated_by_screening(self) -> bool:

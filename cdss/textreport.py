@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .conditions import Condition
     from .model import Rule
     from .ruleset import RuleSet
 
@@ -32,12 +31,10 @@ SCREENING = {
     "incomplete": ("INCOMPLETE", "no red flag answered yes, but at least one is unanswered", "yellow"),
 }
 INDICATOR_STYLE = {"critical": "red", "warning": "yellow", "info": "cyan"}
-OPS = {"gte": "is at least", "gt": "is more than", "lte": "is at most", "lt": "is less than"}
 OP_SYMBOL = {"is": "is", "equals": "=", "in": "in", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 _ITALIC = re.compile(r"(?<!\w)_(\S(?:.*?\S)?)_(?!\w)")
 _BULLET = re.compile(r"^(\s*(?:[-*]|\d+\.)\s+)")
-_PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
 
 
 def width() -> int:
@@ -216,67 +213,6 @@ def render_rule_table(rules: RuleSet) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
-def describe_condition(condition: Condition, params: Mapping[str, Any], indent: str = "  ") -> list[str]:
-    """A condition tree in plain words, one clause per line."""
-    from .conditions import All, AnyOf, Leaf, Not
-
-    if isinstance(condition, Leaf):
-        return [indent + describe_leaf(condition, params)]
-    if isinstance(condition, Not):
-        if isinstance(condition.child, Leaf):
-            return [indent + "NOT: " + describe_leaf(condition.child, params)]
-        return [indent + "NOT:", *describe_condition(condition.child, params, indent + "    ")]
-    word = "ALL of" if isinstance(condition, All) else "ANY of"
-    assert isinstance(condition, (All, AnyOf))
-    lines = [indent + f"{word}:"]
-    for child in condition.children:
-        sub = describe_condition(child, params, indent + "    ")
-        sub[0] = indent + "  - " + sub[0][len(indent) + 4:]
-        lines.extend(sub)
-    return lines
-
-
-def describe_leaf(leaf: Any, params: Mapping[str, Any]) -> str:
-    """One comparison in words, e.g. `exercise.weeks_consistent is at least 6 (parameter escalation_refer_weeks)`."""
-    from .conditions import ParamRef
-
-    field = leaf.field
-    operand = leaf.operand
-    note = f"parameter {operand.name}" if isinstance(operand, ParamRef) else ""
-    value = _show(params[operand.name]) if isinstance(operand, ParamRef) else _show(operand)
-    if leaf.op == "is":
-        words = {True: "yes", False: "no", "unknown": "unanswered (absent or null)", "known": "answered"}
-        return f"{field.path} is {words.get(operand, _show(operand))}"
-    if leaf.op == "equals":
-        return f"{field.path} is {value}" + (f" ({note})" if note else "")
-    if leaf.op == "in":
-        return f"{field.path} is one of {', '.join(map(_show, operand))}"
-    notes = "; ".join(n for n in (note, "false when unanswered") if n)
-    return f"{field.path} {OPS[leaf.op]} {value} ({notes})"
-
-
-def rule_parameters(rule: Rule) -> list[str]:
-    """Names of the parameters a rule reads, in its condition, texts or exercise doses."""
-    from .conditions import ParamRef, leaves
-
-    names = [leaf.operand.name for leaf in leaves(rule.when) if isinstance(leaf.operand, ParamRef)]
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if set(node) == {"param"} and isinstance(node["param"], str):
-                names.append(node["param"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-        elif isinstance(node, str):
-            names.extend(_PLACEHOLDER.findall(node))
-
-    walk(rule.then)
-    return list(dict.fromkeys(names))
-
-
 def render_rule(rules: RuleSet, rule: Rule) -> str:
     """`cdss rules show ID`: everything a reviewer needs to judge one rule."""
     from .result import render
@@ -291,7 +227,10 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
 
     lines.append("")
     lines.append(_heading("When"))
-    lines.extend(describe_condition(rule.when, params))
+    from .audit import describe_condition  # one plain-English renderer for the CLI and the rulebook
+
+    units = {name: p.unit for name, p in rules.parameters.items()}
+    lines.extend(describe_condition(rule.when, params, units).lines(indent=1))
 
     then = rule.then
     lines.append("")
@@ -327,7 +266,7 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
     if rule.gated_by_screening:
         lines.append(click.style("  (exercise advice: shown only when red-flag screening is negative)", dim=True))
 
-    names = rule_parameters(rule)
+    names = rule.parameters
     if names:
         lines.append("")
         lines.append(_heading("Parameters"))

@@ -511,9 +511,10 @@ def test_rules_show_renders_a_rule_for_a_human() -> None:
     text = result.stdout
     assert text.startswith("refer: Refer after weeks\n")
     for expected in ("category   escalation", "indicator  warning", "urgency    see-professional", "guidance   G-ESC-1",
-                     "ALL of:", "- back_pain.present is yes",
-                     "- exercise.weeks_consistent is at least 6 (parameter refer_weeks; false when unanswered)",
-                     "- NOT: back_pain.trend is improving",
+                     "all of:", "low back pain or discomfort now is reported (back_pain.present is yes)",
+                     "is at least 6 weeks (exercise.weeks_consistent ≥ refer_weeks (currently 6 weeks))",
+                     "it is not the case that course of the pain over the exercise programme: improving "
+                     "(back_pain.trend = improving)",
                      "Card (warning): Pain after 6 weeks: see a professional",
                      "refer_weeks = 6 weeks (policy, overridable with --param, 4..6; default 6)",
                      "G-ESC-1: ", "Do Weak Glutes Cause Back Pain? > When Glute Strengthening Isn’t Enough",

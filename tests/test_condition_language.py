@@ -7,7 +7,6 @@ operator (plain and under `not`), every value the field can take is run through 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 
