@@ -28,9 +28,12 @@ def _fast() -> Callable[[Any], Any]:
     if _fast_validator is None:
         with _lock:
             if _fast_validator is None:
+                import copy
+
                 import fastjsonschema
 
-                _fast_validator = fastjsonschema.compile(schema("patient"))
+                # a copy: fastjsonschema rewrites every "$ref" of the schema it is given, in place
+                _fast_validator = fastjsonschema.compile(copy.deepcopy(schema("patient")))
     return _fast_validator
 
 
@@ -43,7 +46,12 @@ def json_path(parts: Any) -> str:
 
 
 def validate_patient(patient: Any) -> dict[str, Any]:
-    """Return the document as a plain dict, or raise PatientDataError naming the first problem."""
+    """Return the document as a plain dict, or raise PatientDataError naming the first problem.
+
+    `prepare` (the evaluation hot path) accepts exactly what this accepts, in one generated
+    pass, and calls this for anything else: a check added here that the schema does not
+    express must be added to `compile_checked_flattener` too (benchmarks/run.py checks both agree).
+    """
     if not isinstance(patient, dict) and isinstance(patient, Mapping):  # dict first: the ABC check is slower
         patient = dict(patient)
     try:
@@ -236,7 +244,7 @@ def compile_checked_flattener(root: Mapping[str, Any], fields: Mapping[str, Fiel
     def resolve(prop: Mapping[str, Any]) -> dict[str, Any]:
         if "$ref" in prop:
             ref = prop["$ref"]
-            if not ref.startswith("#/$defs/"):
+            if not ref.removeprefix(root.get("$id", "")).startswith("#/$defs/"):
                 raise NotImplementedError(ref)
             return {**defs[ref.rsplit("/", 1)[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
         return dict(prop)

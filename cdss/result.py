@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import json
-import re
+import operator
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 from .fields import patient_fields
-from .model import INDICATOR_ORDER, URGENCY_ORDER, Rule, RuleSetInfo
+from .model import INDICATOR_ORDER, PLACEHOLDER, URGENCY_ORDER, Rule, RuleSetInfo
 
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 EXTENSION_KEY = "invalid.cdss"
 RED_FLAG_PREFIX = "red_flags."
-_PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
 
 
 def red_flag_screening(fact: Mapping[str, Any]) -> str:
@@ -37,7 +38,7 @@ PLAN_NOTE = {
 
 def render(text: str, params: Mapping[str, Any]) -> str:
     """Fill `{{ params.NAME }}` placeholders (names were checked by the loader)."""
-    return _PLACEHOLDER.sub(lambda m: _show(params[m.group(1)]), text)
+    return PLACEHOLDER.sub(lambda m: _show(params[m.group(1)]), text)
 
 
 def _show(value: Any) -> str:
@@ -63,90 +64,257 @@ def canonical(data: Any) -> str:
 def assemble(*, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], fired: set[str],
              fact: Mapping[str, Any], unknown: list[str], needed: frozenset[str], params: Mapping[str, Any], params_key: str,
              patient: Mapping[str, Any], trace: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Build the result dict (key order as in the contract)."""
-    screening = red_flag_screening(fact)
-    status = PLAN_STATUS[screening]
-    fired_rules = sorted((rules[rule_id] for rule_id in fired), key=card_order)
-    shown = [r for r in fired_rules if status == "recommended" or not r.gated_by_screening]
-    urgency = max((URGENCY_ORDER.index(r.urgency) for r in fired_rules), default=0)
+    """Build the result dict (key order as in the contract). One-off form of `Assembler.build`."""
+    assembler = Assembler(info=info, version=version, rules=rules, needed=needed, params=params, params_key=params_key)
+    return assembler.build(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace)
 
-    findings = []
-    for rule in sorted(fired_rules, key=lambda r: (-r.priority, r.id)):
-        finding = rule.then.get("finding")
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # = json.dumps(..., same options), built once
+
+
+class _RuleOutputs:
+    """The patient-independent outputs of one rule, rendered once under the parameters in force,
+    as data (copied into each result) and as JSON text (spliced into `Assessment.to_json`)."""
+
+    __slots__ = ("id", "card_rank", "priority_rank", "urgency", "gated", "finding", "finding_json", "has_phase",
+                 "phase", "exercise", "exercise_json", "note", "note_json", "card", "card_json", "hasher")
+
+    def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str,
+                 uuid_prefix: Any) -> None:
+        then = rule.then
+        self.id = rule.id
+        self.card_rank = card_rank
+        self.priority_rank = priority_rank
+        self.urgency = URGENCY_ORDER.index(rule.urgency)
+        self.gated = rule.gated_by_screening
+        finding = then.get("finding")
+        self.finding: dict[str, Any] | None = None
         if finding:
-            item: dict[str, Any] = {"rule": rule.id, "code": finding["code"]}
+            self.finding = {"rule": rule.id, "code": finding["code"]}
             if "side" in finding:
-                item["side"] = finding["side"]
-            item["text"] = render(finding["text"], params)
-            findings.append(item)
+                self.finding["side"] = finding["side"]
+            self.finding["text"] = render(finding["text"], params)
+        plan = then.get("plan", {})
+        self.has_phase = "phase" in plan
+        self.phase = plan["phase"] if self.has_phase else None
+        note = plan.get("note")
+        self.note = render(note, params) if note else None
+        exercise = then.get("exercise")
+        self.exercise: tuple[Any, ...] | None = None
+        if exercise:
+            self.exercise = (exercise["id"], exercise["name"], tuple(exercise["targets"]),
+                             _bound(exercise["sets"]["min"], params), _bound(exercise["sets"]["max"], params),
+                             _bound(exercise["reps"]["min"], params), _bound(exercise["reps"]["max"], params),
+                             render(exercise["instructions"], params))
+        card = then.get("card")
+        self.card: tuple[Any, ...] | None = None
+        self.hasher = None
+        if card:
+            referral = then.get("referral")
+            self.card = (rule.indicator, render(card["summary"], params), render(card["detail"], params),
+                         source_title, rule.section, rule.quote,
+                         (tuple(referral["to"]), referral.get("timeframe", "routine"), render(referral["reason"], params))
+                         if referral else None)
+            if uuid_prefix is not None:
+                try:
+                    self.hasher = uuid_prefix.copy()
+                    self.hasher.update(f"{rule.id}|".encode())
+                except UnicodeEncodeError:
+                    self.hasher = None
+        # the same values as JSON, encoded from the very dicts each result gets
+        self.finding_json = _COMPACT.encode(self.finding) if self.finding is not None else None
+        self.exercise_json = _COMPACT.encode(self.new_exercise()) if self.exercise is not None else None
+        self.note_json = _COMPACT.encode(self.note) if self.note is not None else None
+        self.card_json = _COMPACT.encode(self.new_card(""))[len('{"uuid":""'):] if self.card is not None else None
 
-    plan: dict[str, Any] = {"status": status, "phase": None, "exercises": [], "notes": []}
-    if status == "recommended":
-        by_priority = sorted(fired_rules, key=lambda r: (-r.priority, r.id))
-        phases = [r.then["plan"]["phase"] for r in by_priority if "phase" in r.then.get("plan", {})]
-        plan["phase"] = phases[0] if phases else None
-        for rule in by_priority:
-            exercise = rule.then.get("exercise")
-            if exercise:
-                plan["exercises"].append({
-                    "id": exercise["id"], "name": exercise["name"], "targets": list(exercise["targets"]),
-                    "sets": {"min": _bound(exercise["sets"]["min"], params), "max": _bound(exercise["sets"]["max"], params)},
-                    "reps": {"min": _bound(exercise["reps"]["min"], params), "max": _bound(exercise["reps"]["max"], params)},
-                    "instructions": render(exercise["instructions"], params),
-                })
-            note = rule.then.get("plan", {}).get("note")
-            if note:
-                plan["notes"].append(render(note, params))
-    else:
-        plan["notes"].append(PLAN_NOTE[screening])
+    def new_exercise(self) -> dict[str, Any]:
+        ex_id, name, targets, sets_min, sets_max, reps_min, reps_max, instructions = self.exercise  # type: ignore[misc]
+        return {"id": ex_id, "name": name, "targets": list(targets), "sets": {"min": sets_min, "max": sets_max},
+                "reps": {"min": reps_min, "max": reps_max}, "instructions": instructions}
 
-    patient_key = canonical(patient)
-    cards = []
-    for rule in shown:
-        card_spec = rule.then.get("card")
-        if not card_spec:
-            continue
-        card: dict[str, Any] = {
-            "uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{info.digest}|{params_key}|{rule.id}|{patient_key}")),
-            "rule": rule.id,
-            "indicator": rule.indicator,
-            "summary": render(card_spec["summary"], params),
-            "detail": render(card_spec["detail"], params),
-            "source": {"label": info.source_title, "section": rule.section, "quote": rule.quote},
+    def new_card(self, card_uuid: str) -> dict[str, Any]:
+        indicator, summary, detail, label, section, quote, referral = self.card  # type: ignore[misc]
+        card: dict[str, Any] = {"uuid": card_uuid, "rule": self.id, "indicator": indicator, "summary": summary,
+                                "detail": detail, "source": {"label": label, "section": section, "quote": quote}}
+        if referral is not None:
+            card["referral"] = {"to": list(referral[0]), "timeframe": referral[1], "reason": referral[2]}
+        return card
+
+
+class Assembler:
+    """Result assembly for one rule set under fixed parameters.
+
+    Everything that does not depend on the patient (rendered texts, card order, the hash
+    state of each card's UUIDv5 name prefix, the JSON text of each rule's outputs) is
+    prepared once per rule, on its first firing; `build` then only selects, orders and
+    copies. The output is the same, byte for byte, as rendering everything per patient.
+    """
+
+    def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
+                 params: Mapping[str, Any], params_key: str,
+                 patient_key: Callable[[Mapping[str, Any]], str] = canonical) -> None:
+        self._info = info
+        self._patient_key = patient_key  # must equal canonical(patient); patient.canonical_patient is faster
+        self._version = version
+        self._rules = rules
+        self._needed = needed
+        self._params = params
+        self._params_key = params_key
+        self._card_rank = {r.id: i for i, r in enumerate(sorted(rules.values(), key=card_order))}
+        self._priority_rank = {r.id: i for i, r in enumerate(sorted(rules.values(), key=lambda r: (-r.priority, r.id)))}
+        self._red_flag_keys = tuple(f.key for f in patient_fields().values() if f.path.startswith(RED_FLAG_PREFIX))
+        self._parameters = tuple((name, params[name]) for name in sorted(params))
+        try:
+            self._uuid_prefix: Any = hashlib.sha1(CARD_NAMESPACE.bytes + f"{info.digest}|{params_key}|".encode())
+        except UnicodeEncodeError:  # let uuid.uuid5 do (and fail) exactly as it would
+            self._uuid_prefix = None
+        self._outputs: dict[str, _RuleOutputs] = {}
+        self._json_head = _COMPACT.encode({"cdss_version": version, "rule_set": {
+            "id": info.id, "version": info.version, "digest": info.digest}})[:-1]
+        self._json_parameters = _COMPACT.encode(dict(self._parameters))
+        self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
+
+    def _prepare(self, rule_id: str) -> _RuleOutputs:
+        outputs = _RuleOutputs(self._rules[rule_id], self._card_rank[rule_id], self._priority_rank[rule_id],
+                               self._params, self._info.source_title, self._uuid_prefix)
+        self._outputs[rule_id] = outputs  # idempotent: a concurrent duplicate is identical
+        return outputs
+
+    def _card_uuid(self, outputs: _RuleOutputs, patient_key: str, patient_bytes: bytes | None) -> str:
+        """str(uuid.uuid5(CARD_NAMESPACE, f"{digest}|{params_key}|{rule id}|{patient_key}")), from the prepared hash state."""
+        hasher = outputs.hasher
+        if hasher is None or patient_bytes is None:
+            return str(uuid.uuid5(CARD_NAMESPACE, f"{self._info.digest}|{self._params_key}|{outputs.id}|{patient_key}"))
+        hasher = hasher.copy()
+        hasher.update(patient_bytes)
+        raw = bytearray(hasher.digest()[:16])
+        raw[6] = raw[6] & 0x0F | 0x50  # version 5
+        raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant: the bits uuid.uuid5 sets
+        text = raw.hex()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    def build(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
+              trace: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """The result dict for one patient (key order as in the contract)."""
+        return self.assess(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace)._data
+
+    def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
+               trace: list[dict[str, Any]] | None) -> Assessment:
+        """`build`, as an Assessment whose `to_json()` splices the prepared JSON texts."""
+        flags = [fact[key] for key in self._red_flag_keys]
+        if "true" in flags:
+            screening = "positive"
+        elif flags.count("false") == len(flags):
+            screening = "negative"
+        else:
+            screening = "incomplete"
+        status = PLAN_STATUS[screening]
+        recommended = status == "recommended"
+        known = self._outputs
+        outputs = [known.get(rule_id) or self._prepare(rule_id) for rule_id in fired]
+        outputs.sort(key=_by_priority)
+        findings = [dict(o.finding) for o in outputs if o.finding is not None]
+
+        exercises: list[dict[str, Any]] = []
+        notes: list[str] = []
+        phase = None
+        if recommended:
+            for o in outputs:
+                if o.has_phase:
+                    phase = o.phase
+                    break
+            for o in outputs:
+                if o.exercise is not None:
+                    exercises.append(o.new_exercise())
+                if o.note is not None:
+                    notes.append(o.note)
+        else:
+            notes.append(PLAN_NOTE[screening])
+
+        cards = []
+        patient_key = None
+        patient_bytes: bytes | None = None
+        urgency = 0
+        outputs.sort(key=_by_card)
+        for o in outputs:
+            if o.urgency > urgency:
+                urgency = o.urgency
+            if o.card is None or not (recommended or not o.gated):
+                continue
+            if patient_key is None:
+                patient_key = self._patient_key(patient)
+                try:
+                    patient_bytes = patient_key.encode()
+                except UnicodeEncodeError:  # a lone surrogate: let uuid.uuid5 fail exactly as it does
+                    patient_bytes = None
+            cards.append(o.new_card(self._card_uuid(o, patient_key, patient_bytes)))
+
+        info = self._info
+        result: dict[str, Any] = {
+            "cdss_version": self._version,
+            "rule_set": {"id": info.id, "version": info.version, "digest": info.digest},
         }
-        referral = rule.then.get("referral")
-        if referral:
-            card["referral"] = {"to": list(referral["to"]), "timeframe": referral.get("timeframe", "routine"),
-                                "reason": render(referral["reason"], params)}
-        cards.append(card)
+        if "patient_id" in patient:
+            result["patient_id"] = patient["patient_id"]
+        needed = self._needed
+        result["urgency"] = URGENCY_ORDER[urgency]
+        result["red_flag_screening"] = screening
+        result["findings"] = findings
+        result["plan"] = {"status": status, "phase": phase, "exercises": exercises, "notes": notes}
+        result["cards"] = cards
+        result["missing"] = [path for path in unknown if path in needed]
+        result["parameters"] = dict(self._parameters)
+        if trace is not None:
+            result["trace"] = trace
+            return Assessment(result)
+        return Assessment(result, functools.partial(self._to_json, result, outputs))
 
-    result: dict[str, Any] = {
-        "cdss_version": version,
-        "rule_set": {"id": info.id, "version": info.version, "digest": info.digest},
-    }
-    if "patient_id" in patient:
-        result["patient_id"] = patient["patient_id"]
-    result.update({
-        "urgency": URGENCY_ORDER[urgency],
-        "red_flag_screening": screening,
-        "findings": findings,
-        "plan": plan,
-        "cards": cards,
-        "missing": [path for path in unknown if path in needed],
-        "parameters": {name: params[name] for name in sorted(params)},
-    })
-    if trace is not None:
-        result["trace"] = trace
-    return result
+    def _text(self, value: Any) -> str:
+        text = self._json_text.get(value)
+        if text is None:
+            text = self._json_text[value] = _COMPACT.encode(value)
+        return text
+
+    def _to_json(self, result: dict[str, Any], outputs: list[_RuleOutputs]) -> str:
+        """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` for a result `assess` built from
+        these rule outputs (in card order), spliced from their prepared JSON texts."""
+        text = self._text
+        plan = result["plan"]
+        recommended = plan["status"] == "recommended"
+        by_priority = sorted(outputs, key=_by_priority)
+        shown = [o for o in outputs if o.card is not None and (recommended or not o.gated)]
+        parts = [self._json_head]
+        if "patient_id" in result:
+            parts.append(',"patient_id":' + _COMPACT.encode(result["patient_id"]))
+        parts += [
+            ',"urgency":', text(result["urgency"]), ',"red_flag_screening":', text(result["red_flag_screening"]),
+            ',"findings":[', ",".join([o.finding_json for o in by_priority if o.finding_json is not None]),
+            '],"plan":{"status":', text(plan["status"]), ',"phase":', text(plan["phase"]), ',"exercises":[',
+            ",".join([o.exercise_json for o in by_priority if o.exercise_json is not None]) if recommended else "",
+            '],"notes":[',
+            ",".join([o.note_json for o in by_priority if o.note_json is not None]) if recommended else text(plan["notes"][0]),
+            ']},"cards":[', ",".join([f'{{"uuid":"{card["uuid"]}"{o.card_json}' for o, card in zip(shown, result["cards"])]),
+            '],"missing":[', ",".join([text(path) for path in result["missing"]]),
+            '],"parameters":', self._json_parameters, "}",
+        ]
+        return "".join(parts)
+
+
+_by_priority = operator.attrgetter("priority_rank")
+_by_card = operator.attrgetter("card_rank")
 
 
 class Assessment:
     """The outcome of evaluating one patient; immutable, with JSON and CDS Hooks renderings."""
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_json")
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], json_text: Callable[[], str] | None = None) -> None:
         self._data = data
+        self._json = json_text  # a faster `to_json()` (same text), supplied by the Assembler
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Assessment, (self._data,)
 
     @property
     def urgency(self) -> str:
@@ -186,7 +354,7 @@ class Assessment:
     def to_json(self, indent: int | None = None) -> str:
         """The result as JSON; byte-identical for identical rules, parameters and patient."""
         if indent is None:
-            return json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
+            return self._json() if self._json is not None else _COMPACT.encode(self._data)
         return json.dumps(self._data, ensure_ascii=False, indent=indent)
 
     def to_cds_hooks(self) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class RuleSet:
         if not fired <= self._rule_ids:
             raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
         steps = self._trace(fact, fired) if trace else None
-        return Assessment(self._assembler.build(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps))
+        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps)
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []

@@ -1,0 +1,580 @@
+"""cdss speed measurements, in one command (issue 6):
+
+    .venv/bin/python benchmarks/run.py            # the issue's sizes, about 3 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --quick    # tiny sizes, seconds: proves the script works
+
+What it measures, on seeded generated patient documents (benchmarks/generate.py):
+
+  (a) `RuleSet.evaluate()` per patient, end to end: validation, engine, result with every card;
+  (b) the durable-rules floor for the same compiled rules and the same fact messages: only
+      `durable_rules_engine.assert_fact` + draining the actions + `delete_state`; and the
+      classic `durable.engine.Host.assert_fact` + `delete_state` path (no-op action per rule);
+  (c) plain Python on the flat fact: the reference interpreter `cdss.conditions.evaluate` over
+      every rule, and the same rules compiled to one generated Python function (the physical floor);
+  (d) `cdss evaluate --jsonl` batch throughput with 1 and 2 workers (subprocess);
+  (e) cold start to the first result of `cdss evaluate FILE` versus `python -c pass`;
+  (f) RSS growth over many evaluations (a fresh child process, VmRSS from /proc/self/status).
+
+Before timing, it checks what it times: the one-pass validation+flattening equals the
+reference path (`validate_patient` + `flatten`) on valid and on mutated, mostly invalid
+documents, and durable-rules, the reference interpreter and the generated function fire the
+same rules for every document. Results go to benchmarks/results/latest.json and a Markdown
+table to stdout (paste it into the README benchmarks section).
+
+Per-call timings are medians over every call of every round (rounds interleave the paths, so
+background load hits them alike); the machine may be shared, so the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from generate import mutants, patients  # noqa: E402
+
+TARGETS = {
+    "evaluate_over_floor": 1.5,   # (a)/(b) at most
+    "batch_speedup_2_workers": 1.7,  # at least
+    "cold_start_ms": 250.0,       # below
+    "rss_growth_mb": 5.0,         # below
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def per_call(fn: Callable[[Any], Any], items: list[Any]) -> list[int]:
+    """Nanoseconds of each call."""
+    clock = time.perf_counter_ns
+    out = []
+    append = out.append
+    for item in items:
+        start = clock()
+        fn(item)
+        append(clock() - start)
+    return out
+
+
+def summary(samples: list[int]) -> dict[str, float]:
+    return {"median_us": round(statistics.median(samples) / 1000, 2), "mean_us": round(statistics.fmean(samples) / 1000, 2),
+            "p90_us": round(sorted(samples)[int(len(samples) * 0.9)] / 1000, 2), "calls": len(samples)}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "platform": platform.platform(),
+            "durable_rules": version("durable_rules"), "fastjsonschema": version("fastjsonschema"),
+            "load_average_start": list(os.getloadavg())}
+
+
+# ---------------------------------------------------------------- (c) plain Python
+
+
+def python_source(rules: Any) -> str:
+    """The rule set as one Python function over the flat fact: `fired(f) -> set of rule ids`."""
+    from cdss.conditions import All, AnyOf, Leaf, Not, resolve
+    from cdss.fields import UNKNOWN
+
+    params = dict(rules.parameter_values)
+
+    def expr(node: Any) -> str:
+        if isinstance(node, Not):
+            return f"(not {expr(node.child)})"
+        if isinstance(node, (All, AnyOf)):
+            joiner = " and " if isinstance(node, All) else " or "
+            return "(" + joiner.join(expr(child) for child in node.children) + ")"
+        assert isinstance(node, Leaf)
+        field, op, operand = node.field, node.op, resolve(node.operand, params)
+        key = field.key
+        if field.kind == "integer":
+            known = f"f[{key + '__known'!r}] == 'true'"
+            if op == "is":
+                return known if operand == "known" else f"f[{key + '__known'!r}] == 'false'"
+            value = f"f[{key!r}]"
+            test = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<", "equals": "=="}.get(op)
+            if test:
+                return f"({known} and {value} {test} {operand!r})"
+            return f"({known} and {value} in {tuple(operand)!r})"
+        value = f"f[{key!r}]"
+        if op == "is":
+            if operand == "unknown":
+                return f"{value} == {UNKNOWN!r}"
+            if operand == "known":
+                return f"{value} != {UNKNOWN!r}"
+            return f"{value} == {'true' if operand else 'false'!r}"
+        if op == "equals":
+            return f"{value} == {operand!r}"
+        return f"{value} in {tuple(operand)!r}"
+
+    lines = ["def fired(f):", "    out = set()"]
+    for rule in rules.rules:
+        lines.append(f"    if {expr(rule.when)}: out.add({rule.id!r})")
+    lines.append("    return out")
+    return "\n".join(lines)
+
+
+def python_floor(rules: Any) -> Callable[[dict[str, Any]], set[str]]:
+    namespace: dict[str, Any] = {}
+    exec(compile(python_source(rules), "<benchmark plain python>", "exec"), namespace)
+    return namespace["fired"]  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- (b) engine floors
+
+
+class RawEngine:
+    """durable_rules_engine driven with nothing around it: the floor for our engine wrapper."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        import durable_rules_engine
+
+        self.engine = durable_rules_engine
+        self.handle = durable_rules_engine.create_ruleset(f"bench-raw-{os.getpid()}", json.dumps(definition, sort_keys=True))
+
+    def run(self, message_sid: tuple[str, str]) -> None:
+        engine, handle = self.engine, self.handle
+        message, sid = message_sid
+        code, state = engine.assert_fact(handle, message)
+        action = engine.start_action_for_state(handle, state)
+        while action:
+            action = engine.complete_and_start_action(handle, state)
+        engine.delete_state(handle, sid)
+
+    def fired(self, message: str, sid: str) -> set[str]:
+        engine, handle = self.engine, self.handle
+        out = set()
+        code, state = engine.assert_fact(handle, message)
+        assert code == 0, code
+        result = engine.start_action_for_state(handle, state)
+        action = result[1] if result else None
+        while action:
+            out.update(json.loads(action))
+            action = engine.complete_and_start_action(handle, state)
+        engine.delete_state(handle, sid)
+        out.discard("_handled")
+        return out
+
+
+class HostEngine:
+    """The classic path: durable.engine.Host with a no-op action per rule (it needs the catch-all too)."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        from durable.engine import Host
+
+        def noop(c: Any) -> None:
+            pass
+
+        self.name = f"bench-host-{os.getpid()}"
+        with_actions = copy.deepcopy(definition)
+        for rule in with_actions.values():
+            rule["run"] = noop
+        self.host = Host()
+        self.host.register_rulesets({self.name: with_actions})
+
+    def run(self, fact: dict[str, Any]) -> None:
+        self.host.assert_fact(self.name, fact)
+        self.host.delete_state(self.name, fact["sid"])
+
+
+# ---------------------------------------------------------------- in-process measurements
+
+
+def self_check(rules: Any, docs: list[dict[str, Any]], seed: int, floor: Callable[[dict[str, Any]], set[str]],
+               raw: RawEngine) -> dict[str, Any]:
+    """What is timed must be right: fast paths equal the reference paths on every document."""
+    from cdss.conditions import evaluate as evaluate_condition
+    from cdss.errors import PatientDataError
+    from cdss.patient import flatten, prepare, validate_patient
+
+    def reference(doc: Any) -> Any:
+        try:
+            document = validate_patient(doc)
+        except PatientDataError as error:
+            return "invalid", str(error)
+        fact, unknown = flatten(document)
+        return document, fact, unknown, json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+
+    def fast(doc: Any) -> Any:
+        try:
+            return prepare(doc)
+        except PatientDataError as error:
+            return "invalid", str(error)
+
+    odd = mutants(docs[:max(1, len(docs) // 10)], per_doc=5, seed=seed)
+    invalid = 0
+    for doc in [*docs, *odd]:
+        expected = reference(doc)
+        if fast(doc) != expected:
+            raise SystemExit(f"self-check failed: prepare() differs from validate_patient+flatten on {doc!r}")
+        invalid += expected[0] == "invalid"
+    params = dict(rules.parameter_values)
+    engine = rules._durable()
+    for index, doc in enumerate(docs):
+        _, fact, _, encoded = prepare(doc)
+        by_engine = engine.fire_encoded(encoded)
+        by_raw = raw.fired(f'{encoded}, "sid": "check-{index}"}}', f"check-{index}")
+        by_reference = {r.id for r in rules.rules if evaluate_condition(r.when, fact, params)}
+        if not by_engine == by_raw == by_reference == floor(fact):
+            raise SystemExit(f"self-check failed: fired rules differ on {doc!r}: engine {sorted(by_engine)}, "
+                             f"raw {sorted(by_raw)}, reference {sorted(by_reference)}, generated {sorted(floor(fact))}")
+        assessment = rules.evaluate(doc)
+        if assessment.to_json() != json.dumps(assessment.to_dict(), ensure_ascii=False, separators=(",", ":")):
+            raise SystemExit(f"self-check failed: to_json() differs from json.dumps(to_dict()) on {doc!r}")
+    return {"documents": len(docs), "mutants": len(odd), "mutants_invalid": invalid}
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    import cdss
+    from cdss.compiler import compile_rules
+    from cdss.conditions import evaluate as evaluate_condition
+    from cdss.patient import prepare
+
+    rules = cdss.load_rules(args.rules)
+    docs = patients(args.patients, seed=args.seed)
+    definition = compile_rules(rules.rules, dict(rules.parameter_values))
+    raw = RawEngine(definition)
+    floor = python_floor(rules)
+    checked = self_check(rules, docs, args.seed, floor, raw)
+
+    prepared = [prepare(doc) for doc in docs]
+    engine = rules._durable()
+    fired = [engine.fire_encoded(p[3]) for p in prepared]
+    stats = {
+        "rules": len(rules.rules),
+        "fired_per_patient": round(statistics.fmean(len(f) for f in fired), 2),
+        "cards_per_patient": 0.0,
+        "screening": {},
+    }
+    results = [rules.evaluate(doc) for doc in docs]  # also the warm-up
+    stats["cards_per_patient"] = round(statistics.fmean(len(r.cards) for r in results), 2)
+    for r in results:
+        stats["screening"][r.red_flag_screening] = stats["screening"].get(r.red_flag_screening, 0) + 1
+    del results
+
+    host = HostEngine(definition)
+    params = dict(rules.parameter_values)
+    rule_list = list(rules.rules)
+    assembler = rules._assembler
+    samples: dict[str, list[int]] = {k: [] for k in (
+        "evaluate", "raw_engine", "host_engine", "python_generated", "python_reference",
+        "part_prepare", "part_fire", "part_build", "evaluate_to_json")}
+    import resource
+
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    for round_index in range(args.rounds):
+        tag = f"r{round_index}-"
+        messages = [(f'{p[3]}, "sid": "{tag}{i}"}}', f"{tag}{i}") for i, p in enumerate(prepared)]
+        host_facts = [dict(p[1], sid=f"h{tag}{i}", id="patient", kind="patient") for i, p in enumerate(prepared)]
+        facts = [p[1] for p in prepared]
+        build_args = list(zip(docs, prepared, fired))
+        samples["evaluate"] += per_call(rules.evaluate, docs)
+        samples["raw_engine"] += per_call(raw.run, messages)
+        samples["host_engine"] += per_call(host.run, host_facts)
+        samples["python_generated"] += per_call(floor, facts)
+        samples["python_reference"] += per_call(
+            lambda fact: [evaluate_condition(rule.when, fact, params) for rule in rule_list], facts)
+        samples["part_prepare"] += per_call(prepare, docs)
+        samples["part_fire"] += per_call(engine.fire_encoded, [p[3] for p in prepared])
+        samples["part_build"] += per_call(lambda a: assembler.build(fired=a[2], fact=a[1][1], unknown=a[1][2],
+                                                                    patient=a[0], trace=None), build_args)
+        samples["evaluate_to_json"] += per_call(lambda doc: rules.evaluate(doc).to_json(), docs)
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    timings = {name: summary(values) for name, values in samples.items()}
+    import cdss.engine
+    import cdss.patient
+
+    checked["one_pass_validation"] = getattr(cdss.patient, "_checked", None) is not None
+    stats["allocator_tuned"] = bool(getattr(cdss.engine, "_tuned", False))
+    stats["timing_cpu_user_s"] = round(usage_after.ru_utime - usage_before.ru_utime, 2)
+    stats["timing_cpu_sys_s"] = round(usage_after.ru_stime - usage_before.ru_stime, 2)  # page-fault storms show here
+    stats["timing_minor_faults"] = usage_after.ru_minflt - usage_before.ru_minflt
+    return {"self_check": checked, "workload": stats, "per_patient": timings}
+
+
+# ---------------------------------------------------------------- (f) RSS, in a fresh child
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    import cdss
+
+    rules = cdss.load_rules(args.rules)
+    docs = patients(min(args.rss_evaluations, 10_000), seed=args.seed + 1)
+    for doc in docs[:2000]:
+        rules.evaluate(doc).to_json()
+    gc.collect()
+    before = rss_mb()
+    count = len(docs)
+    for index in range(args.rss_evaluations):
+        rules.evaluate(docs[index % count]).to_json()
+    gc.collect()
+    after = rss_mb()
+    print(json.dumps({"evaluations": args.rss_evaluations, "rss_before_mb": round(before, 2),
+                      "rss_after_mb": round(after, 2), "growth_mb": round(after - before, 2)}))
+
+
+# ---------------------------------------------------------------- (d), (e): the command line
+
+
+def cdss_command() -> list[str] | None:
+    exe = Path(sys.executable).with_name("cdss")
+    if exe.exists():
+        return [str(exe)]
+    try:
+        import cdss.cli  # noqa: F401
+    except ImportError:
+        return None
+    return [sys.executable, "-c", "import sys; from cdss.cli import main; sys.exit(main())"]
+
+
+def timed_run(command: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    base = cdss_command()
+    if base is None:
+        return {"status": "pending: cdss.cli does not exist yet"}
+    env = dict(os.environ, CDSS_CACHE_DIR=str(workdir / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    rules_args = ["--rules", str(args.rules)] if args.rules else []
+    out: dict[str, Any] = {"command": base}
+
+    # (e) cold start: the first run fills the rule-set cache (reported apart); then median of N runs
+    patient = ROOT / "examples" / "patients" / "classic-beginner.json"
+    if not patient.exists():
+        patient = workdir / "patient.json"
+        patient.write_text(json.dumps(patients(1, seed=args.seed)[0]))
+    one = [*base, "evaluate", *rules_args, "--format", "json", str(patient)]
+    empty = [sys.executable, "-c", "pass"]
+    first = timed_run(one, env)
+    cold, bare = [], []
+    for _ in range(args.cold_runs):
+        bare.append(timed_run(empty, env))
+        cold.append(timed_run(one, env))
+    no_cache = [timed_run(one, dict(env, CDSS_NO_CACHE="1")) for _ in range(max(3, args.cold_runs // 3))]
+    out["cold_start"] = {
+        "command": shlex.join(["cdss", *one[len(base):]]).replace(str(ROOT) + "/", ""),
+        "runs": args.cold_runs, "cdss_ms": round(statistics.median(cold) * 1000, 1),
+        "python_pass_ms": round(statistics.median(bare) * 1000, 1),
+        "over_python_ms": round((statistics.median(cold) - statistics.median(bare)) * 1000, 1),
+        "first_run_filling_cache_ms": round(first * 1000, 1),
+        "no_cache_ms": round(statistics.median(no_cache) * 1000, 1),
+    }
+
+    # (d) batch throughput: same JSONL file, 1 and 2 workers, median of N runs
+    batch = workdir / "patients.jsonl"
+    with batch.open("w", encoding="utf-8") as stream:
+        for doc in patients(args.batch, seed=args.seed + 2):
+            stream.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    small = workdir / "small.jsonl"  # one chunk: the fixed cost (start-up, pool, rule set) of a run
+    with batch.open("rb") as source, small.open("wb") as target:
+        for _ in range(min(args.batch, 256)):
+            target.write(source.readline())
+    throughput: dict[str, Any] = {"patients": args.batch, "runs": args.batch_runs}
+    for workers in (1, 2):
+        command = [*base, "evaluate", *rules_args, "--jsonl", "--workers", str(workers)]
+        with open(os.devnull, "wb") as sink:
+            times, fixed = [], []
+            for _ in range(args.batch_runs):  # interleaved, so background load hits both alike
+                times.append(timed_run([*command, str(batch)], env, stdout=sink))
+                fixed.append(timed_run([*command, str(small)], env, stdout=sink))
+        seconds, start_up = statistics.median(times), statistics.median(fixed)
+        throughput[f"workers_{workers}"] = {
+            "seconds": round(seconds, 3), "patients_per_s": round(args.batch / seconds),
+            "one_chunk_run_s": round(start_up, 3),
+            "steady_patients_per_s": round((args.batch - 256) / (seconds - start_up))
+            if args.batch >= 4096 and seconds > start_up else None,
+            "command": shlex.join(["cdss", *command[len(base):], "$TMP/patients.jsonl"])}
+    throughput["speedup_2_over_1"] = round(throughput["workers_1"]["seconds"] / throughput["workers_2"]["seconds"], 2)
+    steady = [throughput[f"workers_{w}"]["steady_patients_per_s"] for w in (1, 2)]
+    throughput["steady_speedup_2_over_1"] = round(steady[1] / steady[0], 2) if all(steady) else None
+    out["batch"] = throughput
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, Any]:
+    timing = result["per_patient"]
+    ratio = timing["evaluate"]["median_us"] / timing["raw_engine"]["median_us"]
+    checks: dict[str, Any] = {
+        "evaluate_over_floor": {"value": round(ratio, 2), "target": f"<= {TARGETS['evaluate_over_floor']}",
+                                "met": ratio <= TARGETS["evaluate_over_floor"]},
+    }
+    rss = result.get("rss")
+    if rss:
+        checks["rss_growth_mb"] = {"value": rss["growth_mb"], "target": f"< {TARGETS['rss_growth_mb']}",
+                                   "met": rss["growth_mb"] < TARGETS["rss_growth_mb"]}
+    cli = result.get("cli", {})
+    if "batch" in cli:
+        speedup = cli["batch"]["speedup_2_over_1"]
+        checks["batch_speedup_2_workers"] = {"value": speedup, "target": f">= {TARGETS['batch_speedup_2_workers']}",
+                                             "met": speedup >= TARGETS["batch_speedup_2_workers"]}
+    if "cold_start" in cli:
+        ms = cli["cold_start"]["cdss_ms"]
+        checks["cold_start_ms"] = {"value": ms, "target": f"< {TARGETS['cold_start_ms']:.0f}",
+                                   "met": ms < TARGETS["cold_start_ms"]}
+    return checks
+
+
+def markdown(result: dict[str, Any]) -> str:
+    t = result["per_patient"]
+    floor = t["raw_engine"]["median_us"]
+    rows = [
+        ("(a) `RuleSet.evaluate()` (validation + engine + result, every card)", "evaluate"),
+        ("(a') `evaluate()` + `to_json()`", "evaluate_to_json"),
+        ("(b) durable-rules floor: `durable_rules_engine` assert + actions + `delete_state`", "raw_engine"),
+        ("(b') durable-rules `Host.assert_fact` + `delete_state` (no-op actions)", "host_engine"),
+        ("(c) plain Python: reference interpreter `conditions.evaluate`, every rule", "python_reference"),
+        ("(c') plain Python: rules compiled to one generated function (the physical floor)", "python_generated"),
+        ("  part of (a): validate + flatten (`patient.prepare`)", "part_prepare"),
+        ("  part of (a): engine wrapper (`DurableRuleset.fire_encoded`)", "part_fire"),
+        ("  part of (a): result with cards (`Assembler.build`)", "part_build"),
+    ]
+    w = result["workload"]
+    lines = [
+        f"Per patient, {t['evaluate']['calls']:,} calls per path ({result['config']['patients']:,} generated documents × "
+        f"{result['config']['rounds']} interleaved rounds); {w['rules']} rules, {w['fired_per_patient']} fired and "
+        f"{w['cards_per_patient']} cards per patient on average.",
+        "",
+        "| path | median µs | mean µs | × durable floor (median) |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key in rows:
+        lines.append(f"| {label} | {t[key]['median_us']:.2f} | {t[key]['mean_us']:.2f} | {t[key]['median_us'] / floor:.2f} |")
+    lines += ["", "| measure | result | target | met |", "|---|---:|---:|:-:|"]
+    v = result["verdicts"]
+    lines.append(f"| (a)/(b): `evaluate()` over the durable floor | {v['evaluate_over_floor']['value']:.2f}× | ≤ 1.5× | "
+                 f"{'yes' if v['evaluate_over_floor']['met'] else 'no'} |")
+    lines.append(f"| direct `durable_rules_engine` vs `Host` (engine part only) | "
+                 f"{t['host_engine']['median_us'] / floor:.1f}× faster | | |")
+    cli = result.get("cli", {})
+    if "batch" in cli:
+        b = cli["batch"]
+        lines.append(f"| (d) `cdss evaluate --jsonl --workers 1`, {b['patients']:,} patients | "
+                     f"{b['workers_1']['patients_per_s']:,} patients/s | | |")
+        lines.append(f"| (d) `--workers 2` | {b['workers_2']['patients_per_s']:,} patients/s "
+                     f"({b['speedup_2_over_1']:.2f}× one worker) | ≥ 1.7× | "
+                     f"{'yes' if v['batch_speedup_2_workers']['met'] else 'no'} |")
+        if b["steady_speedup_2_over_1"]:
+            lines.append(f"| (d) steady state (each run minus a 256-line run of the same command): 1 → 2 workers | "
+                         f"{b['workers_1']['steady_patients_per_s']:,} → {b['workers_2']['steady_patients_per_s']:,} "
+                         f"patients/s ({b['steady_speedup_2_over_1']:.2f}×) | | |")
+    else:
+        lines.append(f"| (d) batch throughput | {cli.get('status', 'not measured')} | | |")
+    if "cold_start" in cli:
+        c = cli["cold_start"]
+        lines.append(f"| (e) cold start, `{c['command']}` (median of {c['runs']}) | {c['cdss_ms']:.0f} ms "
+                     f"(`python -c pass`: {c['python_pass_ms']:.0f} ms) | < 250 ms | {'yes' if v['cold_start_ms']['met'] else 'no'} |")
+        lines.append(f"| (e) same, rule-set cache off (`CDSS_NO_CACHE=1`) / first run filling the cache | "
+                     f"{c['no_cache_ms']:.0f} ms / {c['first_run_filling_cache_ms']:.0f} ms | | |")
+    if "rss" in result:
+        r = result["rss"]
+        lines.append(f"| (f) RSS growth over {r['evaluations']:,} evaluations (+ `to_json`) | {r['growth_mb']:+.2f} MB "
+                     f"({r['rss_before_mb']:.1f} → {r['rss_after_mb']:.1f} MB) | < 5 MB | {'yes' if v['rss_growth_mb']['met'] else 'no'} |")
+    m = result["machine"]
+    lines += ["", f"Machine: {m['nproc']} CPUs, {m['cpu']}, {m['implementation']} {m['python']}, durable-rules "
+              f"{m['durable_rules']}; {result['date']}; load average {m['load_average_start'][0]:.2f} at start, "
+              f"{m['load_average_end'][0]:.2f} at end. Command: `{result['command']}`."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="cdss benchmarks (issue 6)")
+    parser.add_argument("--patients", type=int, default=10_000, help="generated documents for (a)-(c) (default 10,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds over them (default 3)")
+    parser.add_argument("--rss-evaluations", type=int, default=200_000, help="evaluations for (f) (default 200,000)")
+    parser.add_argument("--batch", type=int, default=40_000, help="JSONL patients for (d) (default 40,000)")
+    parser.add_argument("--batch-runs", type=int, default=5, help="runs per worker count for (d) (default 5)")
+    parser.add_argument("--cold-runs", type=int, default=15, help="runs for (e) (default 15)")
+    parser.add_argument("--rules", type=Path, default=None, help="rule-set directory (default: the bundled rules)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-cli", action="store_true", help="skip (d) and (e)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): to prove the script works")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.patients, args.rounds, args.rss_evaluations = min(args.patients, 200), 1, min(args.rss_evaluations, 1000)
+        args.batch, args.batch_runs, args.cold_runs = min(args.batch, 300), 1, min(args.cold_runs, 2)
+    if args.rules is not None:
+        args.rules = args.rules.resolve()
+    if args.rss_child:
+        rss_child(args)
+        return 0
+
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join([".venv/bin/python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "rss_child"},
+        "machine": machine(),
+        "targets": TARGETS,
+    }
+    print("timing evaluate / engine floors / plain Python ...", file=sys.stderr)
+    result.update(in_process(args))
+    import gc as _gc
+
+    _gc.collect()
+    print("RSS in a fresh process ...", file=sys.stderr)
+    child = [sys.executable, str(Path(__file__).resolve()), "--rss-child", "--rss-evaluations", str(args.rss_evaluations),
+             "--seed", str(args.seed), *(["--rules", str(args.rules)] if args.rules else [])]
+    done = subprocess.run(child, capture_output=True, text=True, check=True)
+    result["rss"] = json.loads(done.stdout)
+    if not args.skip_cli:
+        print("command line: cold start and JSONL batches ...", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="cdss-bench-") as tmp:
+            result["cli"] = command_line(args, Path(tmp))
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["verdicts"] = verdicts(result)
+    result["markdown"] = markdown(result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(result["markdown"])
+    print(f"\n({result['seconds']} s; written to {args.output})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The one-pass validator+flattener on the hot path accepts exactly what the schema accepts.
+
+`cdss.patient.prepare` runs code generated from the patient schema; anything it rejects is
+re-checked by the full path, so the dangerous direction is accepting a document that
+JSON Schema rejects. These properties compare it with jsonschema itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdss.errors import PatientDataError
+from cdss.patient import flatten, prepare, validate_patient
+from tests.strategies import NearValid, invalid_values, is_valid_patient, near_valid_patients, valid_patients
+
+
+def _accepted(doc: Any) -> bool:
+    try:
+        prepare(doc)
+    except PatientDataError:
+        return False
+    return True
+
+
+@given(near_valid_patients())
+def test_one_pass_accepts_a_near_valid_document_only_if_json_schema_does(case: NearValid) -> None:
+    assert isinstance(case.doc, dict) or case.mutation == "top-level-array"
+    assert _accepted(case.doc) == is_valid_patient(case.doc)
+
+
+@given(st.one_of(invalid_values(), invalid_values(json_only=False)))
+def test_one_pass_never_accepts_an_invalid_value(value: Any) -> None:
+    assert _accepted(value) == is_valid_patient(value)
+
+
+@given(valid_patients())
+def test_one_pass_flattens_exactly_like_the_two_pass_path(doc: dict) -> None:
+    document, fact, unknown, encoded = prepare(doc)
+    assert (fact, unknown) == flatten(validate_patient(doc))
+    import json
+
+    assert json.loads(encoded + "}") == dict(fact, id="patient", kind="patient")
