@@ -533,7 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): to prove the script works")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="measure in-process paths without cdss.engine.tune_allocator() (what an embedding "
+                        "host gets unless it opts in; the cdss command always tunes)")
     args = parser.parse_args(argv)
+    if not args.default_allocator:
+        import cdss.engine
+
+        cdss.engine.tune_allocator()
     if args.quick:
         args.patients, args.rounds, args.rss_evaluations = min(args.patients, 200), 1, min(args.rss_evaluations, 1000)
         args.batch, args.batch_runs, args.cold_runs = min(args.batch, 300), 1, min(args.cold_runs, 2)

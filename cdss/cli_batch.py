@@ -106,8 +106,10 @@ _worker: Evaluator | None = None
 
 def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str) -> None:
     global _worker
+    from .engine import tune_allocator
     from .ruleset import RuleSet
 
+    tune_allocator()
     _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt)
 
 

@@ -23,7 +23,6 @@ _names = itertools.count()
 def _engine() -> Any:
     import durable_rules_engine
 
-    _tune_allocator()
     return durable_rules_engine
 
 
@@ -31,8 +30,8 @@ _tuned = False
 _USER_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
-def _tune_allocator() -> None:
-    """Keep durable-rules' per-session blocks in the heap (glibc only; once per process).
+def tune_allocator() -> None:
+    """Keep durable-rules' per-session blocks in the heap (glibc only; once per process; opt-in).
 
     durable-rules 2.0.28 mallocs about 310 KB for every session (`createStateNode`: 109,440
     and 206,200 bytes) and frees it at `delete_state`, i.e. once per evaluation. With glibc's
@@ -43,6 +42,10 @@ def _tune_allocator() -> None:
     (mmap at 1 MiB, trim when 8 MiB are free at the heap top) make every process the fast
     kind, at the cost of keeping up to 8 MiB of freed heap. Left alone if the user set
     glibc's MALLOC_* or GLIBC_TUNABLES malloc variables.
+
+    This changes the whole process's allocator, so the library never does it on its own:
+    the `cdss` command (a process of its own) calls it, and a host application that
+    evaluates many patients may call it once at start-up.
     """
     global _tuned
     if _tuned:
