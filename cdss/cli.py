@@ -470,12 +470,20 @@ def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path |
         except FileNotFoundError:
             candidate = None
         scenarios = candidate if candidate is not None and candidate.is_dir() else None
-    text = audit_module.rulebook(rule_set, source=source, fmt=fmt, scenarios=scenarios)
+    try:
+        text = audit_module.rulebook(rule_set, source=source, fmt=fmt, scenarios=scenarios)
+    except UnicodeDecodeError:
+        raise Fail(f"--source {source}: not UTF-8 text; give the source document as UTF-8", EXIT_USAGE) from None
+    except OSError as error:
+        raise Fail(f"--source {source}: cannot read it ({error.strerror or error})", EXIT_USAGE) from None
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
-    else:
+        return
+    try:
         output.write_text(text, encoding="utf-8")
-        click.echo(f"cdss: wrote {output}", err=True)
+    except OSError as error:
+        raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
+    click.echo(f"cdss: wrote {output}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -52,12 +52,13 @@ def cache_dir() -> Path | None:
 
 def _inputs(path: Path | None) -> list[Path]:
     """Every file whose bytes can change what `loader.load(path)` returns."""
+    from .loader import yaml_files
     from .resources import rules_dir, schemas_dir
 
     root = Path(path) if path is not None else rules_dir()
     files: list[Path] = []
     if root.is_dir():
-        files += sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        files += yaml_files(root)
     else:
         files.append(root)
         files += [p for p in (root.parent / "guidance.yaml",) if p.is_file()]

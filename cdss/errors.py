@@ -83,8 +83,10 @@ def describe_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"number {value!r}"
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {shown!r}"
+        # a short word (a misspelled enum value, "yes") helps; anything longer may be patient text: length only
+        if len(value) <= 20 and value.replace("-", "").replace("_", "").isalnum():
+            return f"string {value!r}"
+        return f"a string of {len(value):,} characters"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (list, tuple)):

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
 from .fields import Field, patient_fields
-from .model import PLACEHOLDER, GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
+from .model import GATED_CATEGORIES, PLACEHOLDER, GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
 from .resources import rules_dir, schema
 from .yaml_source import YamlDocument, YamlProblem, load_yaml
 
@@ -127,15 +127,20 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.severity != "error", p.file, p.line or 0, p.column or 0))
 
 
+def yaml_files(directory: Path) -> list[Path]:
+    """The *.yaml and *.yml files of a directory, sorted: what a rule set or scenario directory holds."""
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
 def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Path]:
     listed = manifest.data["rule_set"].get("packs")
     if listed is None:
-        return sorted(p for p in root.glob("*.y*ml") if p.name not in (MANIFEST, GUIDANCE))
+        return [p for p in yaml_files(root) if p.name not in (MANIFEST, GUIDANCE)]
     paths = []
     for i, name in enumerate(listed):
         candidate = root / name
         if not candidate.is_file():
-            present = [p.name for p in root.glob("*.y*ml")]
+            present = [p.name for p in yaml_files(root)]
             out.add(manifest, ("rule_set", "packs", i), None, f"pack file '{name}' does not exist{nearest(name, present)}")
         else:
             paths.append(candidate)
@@ -287,6 +292,7 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
                 if gid not in guidance:
                     out.add(doc, (*base, "rationale", j, "guidance"), rule_id, f"guidance id '{gid}' is not in the catalogue{nearest(gid, guidance)}")
             _check_outputs(doc, base, raw, rule_id, parameters, refs, out)
+            _check_safety_shape(doc, base, raw, rule_id, out)
             used_params |= refs
             status = raw.get("status", "active")
             if status == "draft":
@@ -473,6 +479,27 @@ def _operator_problem(fld: Field, op: str, operand: Any, parameters: dict[str, P
     if not isinstance(operand, ParamRef) and (isinstance(operand, bool) or not isinstance(operand, (int, float))):
         return f"{fld.path} is a number: compare it with a number, found {operand!r}"
     return None
+
+
+def _check_safety_shape(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
+                        out: _Collector) -> None:
+    """Shapes that would hide or dilute a safety message are errors, not style.
+
+    An emergency rule is critical and asks for emergency care; exercise advice (`exercise`,
+    `plan`) lives only in the categories the engine withholds while a red flag is present or
+    unanswered, so it can never ride along on, or suppress, an emergency or screening card.
+    """
+    category = raw["category"]
+    if category == "emergency":
+        if raw["indicator"] != "critical":
+            out.add(doc, (*base, "indicator"), rule_id, f"an emergency rule must be indicator critical, not {raw['indicator']}")
+        if raw["urgency"] != "emergency":
+            out.add(doc, (*base, "urgency"), rule_id, f"an emergency rule must ask for urgency emergency, not {raw['urgency']}")
+    for output in ("exercise", "plan"):
+        if output in raw["then"] and category not in GATED_CATEGORIES:
+            out.add(doc, (*base, "then", output), rule_id,
+                    f"'{output}' outputs belong to {' or '.join(GATED_CATEGORIES)} rules (withheld while screening is "
+                    f"not negative); this rule is category {category}")
 
 
 def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,

@@ -11,6 +11,10 @@ from .conditions import Condition
 PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
 """`{{ params.NAME }}` in a rule's text: the value of a parameter."""
 
+GATED_CATEGORIES = ("exercise", "progression")
+"""Categories whose cards and plan outputs are shown only when red-flag screening is negative;
+the loader allows `exercise` and `plan` outputs in these categories only."""
+
 URGENCY_ORDER = ("none", "self-care", "see-professional", "emergency")
 INDICATOR_ORDER = ("critical", "warning", "info")
 
@@ -99,7 +103,7 @@ class Rule:
     @property
     def gated_by_screening(self) -> bool:
         """Exercise advice is only shown when red-flag screening is negative."""
-        return self.category in ("exercise", "progression") or "exercise" in self.then or "plan" in self.then
+        return self.category in GATED_CATEGORIES
 
 
 @dataclass(frozen=True)

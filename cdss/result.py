@@ -8,7 +8,7 @@ import hashlib
 import json
 import operator
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from .fields import patient_fields
@@ -19,14 +19,19 @@ EXTENSION_KEY = "invalid.cdss"
 RED_FLAG_PREFIX = "red_flags."
 
 
-def red_flag_screening(fact: Mapping[str, Any]) -> str:
-    """positive if any red flag is yes, negative if all are no, incomplete otherwise."""
-    values = [fact[f.key] for f in patient_fields().values() if f.path.startswith(RED_FLAG_PREFIX)]
-    if "true" in values:
+def screening_verdict(flags: Sequence[str]) -> str:
+    """From the flattened red-flag answers: positive if any is yes, negative if all are no, else incomplete."""
+    if "true" in flags:
         return "positive"
-    if all(v == "false" for v in values):
+    if all(flag == "false" for flag in flags):
         return "negative"
     return "incomplete"
+
+
+URGENCY_FLOOR = {"positive": URGENCY_ORDER.index("emergency"), "incomplete": URGENCY_ORDER.index("see-professional"),
+                 "negative": 0}
+"""Defence in depth: whatever the rules say, a red flag is an emergency and an unanswered one is never below
+see-professional (the bundled rules ask for exactly this; a broken rule set cannot ask for less)."""
 
 
 PLAN_STATUS = {"negative": "recommended", "positive": "withheld", "incomplete": "pending-screening"}
@@ -59,14 +64,6 @@ def card_order(rule: Rule) -> tuple[int, int, str]:
 def canonical(data: Any) -> str:
     """The one JSON spelling of a value: sorted keys, no spaces, UTF-8 kept."""
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def assemble(*, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], fired: set[str],
-             fact: Mapping[str, Any], unknown: list[str], needed: frozenset[str], params: Mapping[str, Any], params_key: str,
-             patient: Mapping[str, Any], trace: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Build the result dict (key order as in the contract). One-off form of `Assembler.build`."""
-    assembler = Assembler(info=info, version=version, rules=rules, needed=needed, params=params, params_key=params_key)
-    return assembler.build(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace)
 
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # = json.dumps(..., same options), built once
@@ -201,13 +198,7 @@ class Assembler:
     def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
                trace: list[dict[str, Any]] | None) -> Assessment:
         """`build`, as an Assessment whose `to_json()` splices the prepared JSON texts."""
-        flags = [fact[key] for key in self._red_flag_keys]
-        if "true" in flags:
-            screening = "positive"
-        elif flags.count("false") == len(flags):
-            screening = "negative"
-        else:
-            screening = "incomplete"
+        screening = screening_verdict([fact[key] for key in self._red_flag_keys])
         status = PLAN_STATUS[screening]
         recommended = status == "recommended"
         known = self._outputs
@@ -234,7 +225,7 @@ class Assembler:
         cards = []
         patient_key = None
         patient_bytes: bytes | None = None
-        urgency = 0
+        urgency = URGENCY_FLOOR[screening]
         outputs.sort(key=_by_card)
         for o in outputs:
             if o.urgency > urgency:

@@ -51,7 +51,9 @@ def load_scenarios(directory: Path) -> list[Scenario]:
     validator = jsonschema.Draft202012Validator(schema("scenario"))
     out: list[Scenario] = []
     problems: list[Problem] = []
-    for path in sorted(directory.glob("*.y*ml")):
+    from .loader import yaml_files
+
+    for path in yaml_files(directory):
         try:
             doc = load_yaml(path)
         except YamlProblem as error:

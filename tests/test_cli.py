@@ -698,3 +698,20 @@ def test_jsonl_summary_names_the_first_five_bad_lines_and_counts_the_rest() -> N
     assert len(result.stdout.splitlines()) == 9
     assert result.stderr == ("cdss: 9 records: 1 evaluated (1 emergency, 0 see-professional, 0 self-care, 0 none), "
                              "8 invalid (at -:1, -:2, -:3, -:4, -:5 and 3 more)\n")
+
+
+def test_audit_io_problems_are_usage_errors_not_bugs(tmp_path: Path) -> None:
+    unwritable = invoke("audit", "--output", str(tmp_path / "no" / "such" / "dir" / "x.md"))
+    assert unwritable.exit_code == 2 and "cannot write it" in one_error_line(unwritable)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9".encode("latin-1"))
+    undecodable = invoke("audit", "--source", str(latin1))
+    assert undecodable.exit_code == 2 and "not UTF-8" in one_error_line(undecodable)
+
+
+def test_long_strings_from_a_patient_are_never_echoed(tmp_path: Path) -> None:
+    secret = "Jane Doe DOB 1980-01-02 NHS 943 476 5919 ward 7 bed 12 next of kin John"
+    result = invoke("evaluate", "-", input=json.dumps({"patient_id": secret}))
+    assert result.exit_code == 1
+    assert "Jane" not in result.stdout and "Jane" not in result.stderr
+    assert "a string of 71 characters" in one_error_line(result)

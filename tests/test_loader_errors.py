@@ -215,3 +215,21 @@ def test_at_most_constraint_is_checked_for_defaults(tmp_path: Path) -> None:
     when = "{all: [{field: exercise.weeks_consistent, gte: {param: review_weeks}}, {field: exercise.weeks_consistent, gte: {param: refer_weeks}}]}"
     error = load_error(tmp_path, rules_body({"c-rule": when}, params))
     assert "review_weeks (6) may not exceed refer_weeks (4)" in str(error)
+
+
+def test_emergency_rules_must_be_critical_and_ask_for_emergency(tmp_path: Path) -> None:
+    body = rules_body({"e-rule": GOOD_WHEN}).replace("category: sign", "category: emergency")
+    error = load_error(tmp_path, body)
+    messages = [p.message for p in error.problems]
+    assert "an emergency rule must be indicator critical, not info" in messages
+    assert "an emergency rule must ask for urgency emergency, not self-care" in messages
+
+
+def test_exercise_advice_cannot_ride_on_a_rule_that_is_not_withheld(tmp_path: Path) -> None:
+    """A plan note on a red-flag rule would make its card withheld exactly when the flag is yes."""
+    body = rules_body({"p-rule": GOOD_WHEN}).replace(
+        '      card: {summary: "p-rule fired", detail: detail}\n',
+        '      card: {summary: "p-rule fired", detail: detail}\n      plan: {note: Do not exercise until assessed.}\n')
+    error = load_error(tmp_path, body)
+    assert "'plan' outputs belong to exercise or progression rules" in str(error)
+    assert error.line == line_of(tmp_path / "pack.yaml", "plan: {note")
