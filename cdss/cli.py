@@ -197,9 +197,12 @@ def _open_input(name: str) -> BinaryIO:
 
 def _read_document(name: str) -> Any:
     """Parse one patient document (strict JSON); InputProblem when it cannot be read as one."""
-    from .cli_input import parse_document, read_limited
+    from .cli_input import InputProblem, parse_document, read_limited
 
-    stream = _open_input(name)
+    try:
+        stream = _open_input(name)
+    except Fail as failure:  # one unreadable FILE gets an error record in its place; the others go on
+        raise InputProblem("$", "a readable file", "a file that cannot be read", failure.message) from None
     try:
         raw = read_limited(stream)
     finally:

@@ -715,3 +715,21 @@ def test_long_strings_from_a_patient_are_never_echoed(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Jane" not in result.stdout and "Jane" not in result.stderr
     assert "a string of 71 characters" in one_error_line(result)
+
+
+def test_an_unreadable_file_gets_an_error_record_in_its_place(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.json", EMERGENCY)
+    import socket
+
+    unreadable = tmp_path / "unreadable.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(unreadable))  # exists, is not a directory, but open() fails (even for root)
+    try:
+        result = invoke("evaluate", "--format", "json", good, str(unreadable), good)
+    finally:
+        server.close()
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert json.loads(lines[1])["error"]["expected"] == "a readable file"
+    assert json.loads(lines[0])["urgency"] == json.loads(lines[2])["urgency"] == "emergency"

@@ -100,6 +100,26 @@ def mutated(tmp_path: Path, rule_id: str, change: Callable[[str], str]) -> cdss.
     return broken
 
 
+def mutated_past_the_loader(tmp_path: Path, rule_id: str, change: Callable[[str], str],
+                            monkeypatch: pytest.MonkeyPatch) -> cdss.RuleSet:
+    """The broken rule set, even where the loader refuses it.
+
+    First line of defence: the loader refuses an emergency rule that is not critical or does
+    not ask for emergency, naming the rule and the line. The invariants are the second line:
+    with that check switched off, they must catch the mutation too.
+    """
+    try:
+        return mutated(tmp_path, rule_id, change)
+    except cdss.RuleFileError as error:
+        assert error.rule_id == rule_id and error.line is not None, str(error)
+        assert "an emergency rule must" in str(error)
+    from cdss import loader
+
+    monkeypatch.setattr(loader, "_check_safety_shape", lambda *args: None)
+    shutil.rmtree(tmp_path / "rules")
+    return mutated(tmp_path, rule_id, change)
+
+
 # ------------------------------------------------------------------ the tests
 
 
@@ -110,8 +130,9 @@ def test_there_are_red_flag_screening_and_sided_rules_to_mutate() -> None:
 
 @pytest.mark.parametrize(("rule_id", "name", "change"), CASES)
 def test_the_invariants_catch_a_broken_safety_rule(tmp_path: Path, rule_id: str, name: str,
-                                                   change: Callable[[str], str], source_text: str) -> None:
-    broken = mutated(tmp_path, rule_id, change)
+                                                   change: Callable[[str], str], source_text: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = mutated_past_the_loader(tmp_path, rule_id, change, monkeypatch)
     try:
         witness = find(SEARCH, lambda doc: bool(violations(broken, doc, source_text, first_only=True)),
                        settings=SEARCH_SETTINGS)
@@ -142,8 +163,9 @@ def test_the_unmutated_rules_pass_the_same_checks_on_examples_and_every_red_flag
 
 @pytest.mark.parametrize(("rule_id", "name", "change"), CASES)
 def test_the_same_corpus_catches_every_mutation(tmp_path: Path, rule_id: str, name: str,
-                                                 change: Callable[[str], str], source_text: str) -> None:
+                                                 change: Callable[[str], str], source_text: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A second, deterministic net: the example patients and red-flag combinations alone catch it too."""
-    broken = mutated(tmp_path, rule_id, change)
+    broken = mutated_past_the_loader(tmp_path, rule_id, change, monkeypatch)
     assert any(violations(broken, doc, source_text, first_only=True) for doc in corpus()), (
         f"'{name}' on {rule_id} breaks no invariant on the corpus")
