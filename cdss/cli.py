@@ -329,7 +329,7 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("paths", nargs=-1, metavar="[PATH...]", type=click.Path(allow_dash=True))
+@click.argument("paths", nargs=-1, metavar="[PATH...]", type=click.Path(allow_dash=True, exists=True))
 @click.option("--patients", is_flag=True,
               help="The PATHs are patient JSON documents (or directories of *.json, or - for stdin), not rules.")
 @click.option("--fail-on-warning", is_flag=True, help="Rules: treat warnings (draft rules, unused parameters...) as errors.")

@@ -173,7 +173,7 @@ def _compile_leaf(leaf: Leaf, params: dict[str, Any], negated: bool) -> dict[str
     field = leaf.field
     if field.kind != "integer":
         # finite domain: enumerate the values for which the leaf holds (or fails, negated)
-        chosen = [v for v in _fact_domain(field) if leaf_holds(leaf, v, params) != negated]
+        chosen = [v for v in field.domain if leaf_holds(leaf, v, params) != negated]
         return _combine("$or", [{field.key: v} for v in chosen])
     known_flag = field.key + "__known"
     is_known = {known_flag: "true"}
@@ -186,8 +186,7 @@ def _compile_leaf(leaf: Leaf, params: dict[str, Any], negated: bool) -> dict[str
         op = NEGATED_COMPARISON[leaf.op] if negated else leaf.op
         test = _combine("$and", [is_known, {COMPARISONS[op]: {field.key: operand}}])
     elif leaf.op == "equals":
-        test = _combine("$and", [is_known, {"$neq" if negated else "$eq": {field.key: operand}}
-                                 if negated else {field.key: operand}])
+        test = _combine("$and", [is_known, {"$neq": {field.key: operand}} if negated else {field.key: operand}])
     elif leaf.op == "in":
         values = list(operand)
         if negated:
@@ -199,18 +198,12 @@ def _compile_leaf(leaf: Leaf, params: dict[str, Any], negated: bool) -> dict[str
     return _combine("$or", [is_unknown, test]) if negated else test
 
 
-def _fact_domain(field: Field) -> tuple[Any, ...]:
-    if field.kind == "tristate":
-        return ("true", "false", UNKNOWN)
-    return field.domain
-
-
 # ---------------------------------------------------------------- static analysis
 
 
 def _candidates(field: Field, tree_leaves: list[Leaf], params: dict[str, Any]) -> list[Any]:
     if field.kind != "integer":
-        return list(_fact_domain(field))
+        return list(field.domain)
     points = {0}
     for leaf in tree_leaves:
         if leaf.field == field and leaf.op not in ("is",):

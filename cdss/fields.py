@@ -36,9 +36,9 @@ class Field:
 
     @property
     def domain(self) -> tuple[Any, ...]:
-        """Every value the flattened field can take (finite kinds only)."""
+        """Every value the field can take in the flat fact (finite kinds only)."""
         if self.kind == "tristate":
-            return (True, False, UNKNOWN)
+            return ("true", "false", UNKNOWN)
         if self.kind == "enum":
             return (*self.values, UNKNOWN)
         raise ValueError(f"{self.path} has no finite domain")

@@ -333,7 +333,7 @@ class Assessment:
 
     @property
     def fired(self) -> list[str]:
-        """Ids of the rules that fired, as recorded in the trace or the cards and findings."""
+        """Ids of the rules that fired; known only for an assessment evaluated with trace=True."""
         if "trace" in self._data:
             return [t["rule"] for t in self._data["trace"] if t["fired"]]
         raise AttributeError("fired rules are known only when evaluated with trace=True")

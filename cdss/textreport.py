@@ -37,6 +37,11 @@ _ITALIC = re.compile(r"(?<!\w)_(\S(?:.*?\S)?)_(?!\w)")
 _BULLET = re.compile(r"^(\s*(?:[-*]|\d+\.)\s+)")
 
 
+def _printable(text: str) -> str:
+    """Caller-supplied text with control characters (terminal escape sequences) shown as escapes."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def width() -> int:
     """Wrap width: the terminal's, within 60..100 columns."""
     return max(60, min(100, shutil.get_terminal_size((88, 24)).columns))
@@ -95,7 +100,7 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
     """The readable summary of one result document (and its trace, when it has one)."""
     lines: list[str] = []
     rule_set = result["rule_set"]
-    who = f"patient {result['patient_id']}" if result.get("patient_id") else "patient (no id)"
+    who = f"patient {_printable(result['patient_id'])}" if result.get("patient_id") else "patient (no id)"
     head = f"{who} · rules {rule_set['id']} {rule_set['version']}"
     if label:
         head = f"{label} · {head}"

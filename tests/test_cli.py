@@ -488,6 +488,7 @@ def test_validate_patients(tmp_path: Path) -> None:
     assert invoke("validate", "--patients", "-", input="{}").exit_code == 0
     assert invoke("validate", "--patients").exit_code == 2
     assert invoke("validate", "--patients", str(tmp_path / "missing.json")).exit_code == 2
+    assert invoke("validate", str(tmp_path / "no-such-rules")).exit_code == 2
 
 
 # ---------------------------------------------------------------- rules, schema, audit
@@ -733,3 +734,9 @@ def test_an_unreadable_file_gets_an_error_record_in_its_place(tmp_path: Path) ->
     assert len(lines) == 3
     assert json.loads(lines[1])["error"]["expected"] == "a readable file"
     assert json.loads(lines[0])["urgency"] == json.loads(lines[2])["urgency"] == "emergency"
+
+
+def test_text_output_does_not_pass_terminal_escapes_through(tmp_path: Path) -> None:
+    path = write(tmp_path, "esc.json", {**EMERGENCY, "patient_id": "p\x1b[2J1"})
+    text = invoke("evaluate", "--format", "text", path).stdout
+    assert "\x1b[2J" not in text and "p\\x1b[2J1" in text

@@ -13,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdss.errors import PatientDataError
-from cdss.patient import flatten, prepare, validate_patient
+from cdss.fields import patient_fields
+from cdss.patient import compile_checked_flattener, flatten, prepare, validate_patient
+from cdss.resources import schema
+
+# the generated one-pass function itself (prepare() would hide a failure to compile or a
+# wrong rejection behind its fallback to the two-pass path)
+CHECKED = compile_checked_flattener(schema("patient"), patient_fields())
 from tests.strategies import NearValid, invalid_values, is_valid_patient, near_valid_patients, valid_patients
 
 
@@ -29,6 +35,8 @@ def _accepted(doc: Any) -> bool:
 def test_one_pass_accepts_a_near_valid_document_only_if_json_schema_does(case: NearValid) -> None:
     assert isinstance(case.doc, dict) or case.mutation == "top-level-array"
     assert _accepted(case.doc) == is_valid_patient(case.doc)
+    if isinstance(case.doc, dict):
+        assert (CHECKED(case.doc) is not None) == is_valid_patient(case.doc)
 
 
 @given(st.one_of(invalid_values(), invalid_values(json_only=False)))
@@ -38,6 +46,7 @@ def test_one_pass_never_accepts_an_invalid_value(value: Any) -> None:
 
 @given(valid_patients())
 def test_one_pass_flattens_exactly_like_the_two_pass_path(doc: dict) -> None:
+    assert CHECKED(doc) is not None, "the generated validator rejects a valid document"
     document, fact, unknown, encoded = prepare(doc)
     assert (fact, unknown) == flatten(validate_patient(doc))
     import json
