@@ -25,7 +25,7 @@ from . import __version__
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, leaves, outcomes
 from .fields import Field, patient_fields
 from .loader import GUIDANCE, MANIFEST
-from .model import GuidanceItem, Origin, Pack, Parameter, Rule
+from .model import GuidanceItem, Origin, Pack, Parameter, Rule, resolve_bound
 from .resources import rules_dir, schemas_dir
 from .result import render
 from .scenarios import Scenario, load_scenarios
@@ -455,9 +455,7 @@ def _describe_leaf(leaf: Leaf, params: Mapping[str, Any], units: Mapping[str, st
 
 
 def _bound(value: Any, params: dict[str, Any]) -> tuple[Any, str | None]:
-    if isinstance(value, dict):
-        return params.get(value["param"]), value["param"]
-    return value, None
+    return resolve_bound(value, params), value["param"] if isinstance(value, dict) else None
 
 
 def _range(spec: dict[str, Any], params: dict[str, Any], noun: str) -> str:

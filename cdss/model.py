@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,11 @@ PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z0-9_]+)\s*\}\}")
 GATED_CATEGORIES = ("exercise", "progression")
 """Categories whose cards and plan outputs are shown only when red-flag screening is negative;
 the loader allows `exercise` and `plan` outputs in these categories only."""
+
+def resolve_bound(value: Any, params: Mapping[str, Any]) -> Any:
+    """An exercise dose bound as written (a number or `{param: NAME}`) under the parameters in force."""
+    return params[value["param"]] if isinstance(value, dict) else value
+
 
 URGENCY_ORDER = ("none", "self-care", "see-professional", "emergency")
 INDICATOR_ORDER = ("critical", "warning", "info")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from .fields import patient_fields
-from .model import INDICATOR_ORDER, PLACEHOLDER, URGENCY_ORDER, Rule, RuleSetInfo
+from .model import INDICATOR_ORDER, PLACEHOLDER, URGENCY_ORDER, Rule, RuleSetInfo, resolve_bound
 
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 EXTENSION_KEY = "invalid.cdss"
@@ -50,10 +50,6 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
-
-
-def _bound(value: Any, params: Mapping[str, Any]) -> Any:
-    return params[value["param"]] if isinstance(value, dict) else value
 
 
 def card_order(rule: Rule) -> tuple[int, int, str]:
@@ -100,8 +96,8 @@ class _RuleOutputs:
         self.exercise: tuple[Any, ...] | None = None
         if exercise:
             self.exercise = (exercise["id"], exercise["name"], tuple(exercise["targets"]),
-                             _bound(exercise["sets"]["min"], params), _bound(exercise["sets"]["max"], params),
-                             _bound(exercise["reps"]["min"], params), _bound(exercise["reps"]["max"], params),
+                             resolve_bound(exercise["sets"]["min"], params), resolve_bound(exercise["sets"]["max"], params),
+                             resolve_bound(exercise["reps"]["min"], params), resolve_bound(exercise["reps"]["max"], params),
                              render(exercise["instructions"], params))
         card = then.get("card")
         self.card: tuple[Any, ...] | None = None

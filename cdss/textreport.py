@@ -220,6 +220,7 @@ def render_rule_table(rules: RuleSet) -> str:
 
 def render_rule(rules: RuleSet, rule: Rule) -> str:
     """`cdss rules show ID`: everything a reviewer needs to judge one rule."""
+    from .model import resolve_bound
     from .result import render
 
     params = rules.parameter_values
@@ -254,12 +255,8 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
         lines.extend(_wrap(render(ref["reason"], params), "      "))
     if "exercise" in then:
         ex = then["exercise"]
-
-        def bound(v: Any) -> Any:
-            return params[v["param"]] if isinstance(v, dict) else v
-
-        sets = {k: bound(v) for k, v in ex["sets"].items()}
-        reps = {k: bound(v) for k, v in ex["reps"].items()}
+        sets = {k: resolve_bound(v, params) for k, v in ex["sets"].items()}
+        reps = {k: resolve_bound(v, params) for k, v in ex["reps"].items()}
         lines.append(f"  Exercise {ex['name']} ({', '.join(ex['targets'])}): {_range(sets)} sets of {_range(reps)} repetitions")
         lines.extend(_wrap(render(ex["instructions"], params), "      "))
     if "plan" in then:
