@@ -317,9 +317,9 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
     if fmt == "json":
         return str(assessment.to_json())
     if fmt == "cds-hooks":
-        from .cli_batch import dumps
+        from .result import compact
 
-        return dumps(assessment.to_cds_hooks())
+        return compact(assessment.to_cds_hooks())
     from .textreport import render_result
 
     return render_result(assessment.to_dict(), overrides=overrides, label=label)

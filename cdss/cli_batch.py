@@ -9,13 +9,13 @@ order is input order. A bad line yields an error record in place and the batch g
 from __future__ import annotations
 
 import collections
-import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from .cli_input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
+from .result import compact
 
 if TYPE_CHECKING:
     from .loader import LoadedRules
@@ -53,17 +53,12 @@ class Block:
                     self.first_errors.append(where)
 
 
-def dumps(data: Any) -> str:
-    """One compact JSON line (UTF-8 kept)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
 def error_record(name: str, line: int | None, problem: InputProblem) -> str:
     record: dict[str, Any] = {"file": name}
     if line is not None:
         record["line"] = line
     record["error"] = problem.record()
-    return dumps(record)
+    return compact(record)
 
 
 class Evaluator:
@@ -76,7 +71,7 @@ class Evaluator:
 
     def render(self, assessment: Any) -> str:
         if self.fmt == "cds-hooks":
-            return dumps(assessment.to_cds_hooks())
+            return compact(assessment.to_cds_hooks())
         return str(assessment.to_json())
 
     def line(self, name: str, number: int, raw: bytes | None) -> Output | None:

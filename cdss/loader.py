@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,7 +328,9 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
         "guidance": guidance_doc.data if guidance_doc else None,
         "packs": [doc.data for doc in docs],
     }
-    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    from .result import canonical as canonical_json
+
+    digest = hashlib.sha256(canonical_json(canonical).encode()).hexdigest()
     source_title = packs[0].metadata["source"]["title"]
     info = RuleSetInfo(rs_id, rs_title, rs_version, f"sha256:{digest}", source_title)
     return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance)

@@ -360,11 +360,9 @@ def canonical_patient(patient: Mapping[str, Any]) -> str:
 def compile_canonical(root: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], str]:
     """Generate a serializer equal to `json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))`
     for documents valid against `root` (objects of known keys; tri-states, string enums, integers, strings)."""
-    import json
     from json.encoder import encode_basestring
 
-    def exact(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    from .result import canonical as exact  # the spelling this generated function must reproduce
 
     defs = root.get("$defs", {})
     namespace: dict[str, Any] = {"_LIT": {True: "true", False: "false", None: "null"}, "_str": encode_basestring,

@@ -65,6 +65,11 @@ def canonical(data: Any) -> str:
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # = json.dumps(..., same options), built once
 
 
+def compact(data: Any) -> str:
+    """One compact JSON line, UTF-8 kept, keys in their order: how results and records are written."""
+    return _COMPACT.encode(data)
+
+
 class _RuleOutputs:
     """The patient-independent outputs of one rule, rendered once under the parameters in force,
     as data (copied into each result) and as JSON text (spliced into `Assessment.to_json`)."""
