@@ -2,7 +2,7 @@
 measures that nothing but the tables scrolls sideways, and prints it to PDF.
 
 Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them). Without
-Chromium these tests FAIL: a rulebook nobody has seen rendered is not checked.
+Chromium these tests are skipped with the install command (and fail under CI: see tests/browser.py).
 Copies of the screenshot and the PDF are kept in tests/artifacts/ (git-ignored) for a look.
 """
 
@@ -19,13 +19,13 @@ import pytest
 
 import cdss
 from cdss.audit import rulebook
+from tests.browser import FLAGS as BROWSER_FLAGS, chromium_path
 from tests.conftest import ROOT, source_path
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TIMEOUT = 60
 PHONE = "390,844"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+FLAGS = (*BROWSER_FLAGS, "--hide-scrollbars")
 
 # Appended to a COPY of the page only (the rulebook itself has no scripts): after layout, record the
 # page's scroll width and any element sticking out of the viewport that is not inside a scrolling table box.
@@ -49,11 +49,7 @@ FRAME = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="
 
 
 def _chromium() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-    if not found:
-        pytest.fail("Chromium is not installed, so the HTML rulebook cannot be checked in a browser. Install the Debian "
-                    "packages: `apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does this).")
-    return found
+    return chromium_path()
 
 
 def run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -556,7 +556,8 @@ def test_audit_command_exists() -> None:
 
 def test_rule_set_cache_is_reused_and_invalidated_by_any_edit(tmp_path: Path, _private_cache: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from cdss import cli_cache, loader
+    from cdss import loader
+    from cdss.cli import cache as cli_cache
 
     calls: list[bool] = []
     real_load = loader.load
@@ -586,7 +587,8 @@ def test_rule_set_cache_is_reused_and_invalidated_by_any_edit(tmp_path: Path, _p
 
 def test_rule_set_cache_ignores_files_others_could_write(tmp_path: Path, _private_cache: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from cdss import cli_cache, loader
+    from cdss import loader
+    from cdss.cli import cache as cli_cache
 
     rules = write_rule_set(tmp_path / "rs", rules_body({"one": "{field: back_pain.present, is: true}"}))
     cli_cache.load(rules)

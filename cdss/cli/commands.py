@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 
-from . import __version__
+from .. import __version__
 
 if TYPE_CHECKING:
-    from .cli_input import InputProblem
-    from .errors import RuleFileError
-    from .ruleset import RuleSet
+    from .input import InputProblem
+    from ..errors import RuleFileError
+    from ..ruleset import RuleSet
 
 EXIT_OK = 0
 EXIT_PATIENT = 1
@@ -98,7 +98,7 @@ class CdssGroup(click.Group):
 
     @staticmethod
     def _failure(ctx: click.Context, error: Exception) -> Fail:
-        from .errors import EngineError, ParameterError, PatientDataError, RuleFileError
+        from ..errors import EngineError, ParameterError, PatientDataError, RuleFileError
 
         if isinstance(error, RuleFileError):
             return rule_file_failure(error, None)
@@ -151,11 +151,11 @@ def _rules_option(function: Any) -> Any:
 
 def load_rule_set(path: Path | None, overrides: dict[str, str] | None = None) -> RuleSet:
     """The rule set (exit 3 if invalid) with `--param` overrides applied (exit 2 if refused)."""
-    from . import cli_cache
-    from .errors import ParameterError, RuleFileError
-    from .ruleset import RuleSet
+    from . import cache as cli_cache
+    from ..errors import ParameterError, RuleFileError
+    from ..ruleset import RuleSet
 
-    from .engine import tune_allocator
+    from ..engine import tune_allocator
 
     tune_allocator()  # our own process: make every evaluation the fast kind (see the docstring)
     try:
@@ -197,7 +197,7 @@ def _open_input(name: str) -> BinaryIO:
 
 def _read_document(name: str) -> Any:
     """Parse one patient document (strict JSON); InputProblem when it cannot be read as one."""
-    from .cli_input import InputProblem, parse_document, read_limited
+    from .input import InputProblem, parse_document, read_limited
 
     try:
         stream = _open_input(name)
@@ -258,7 +258,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
         raise Fail("--explain cannot be expressed in a CDS Hooks response: use --format json or text", EXIT_USAGE)
     rules = load_rule_set(rules_path, overrides)
     if jsonl:
-        from . import cli_batch
+        from . import batch as cli_batch
 
         def inputs() -> Iterator[tuple[str, BinaryIO]]:
             for name in files:
@@ -284,7 +284,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
             failed = True
             click.echo(f"cdss: error: {name}: {failure.problem.message}", err=True)
             if fmt != "text":
-                from .cli_batch import error_record
+                from .batch import error_record
 
                 click.echo(error_record(name, None, failure.problem))
             continue
@@ -303,8 +303,8 @@ class _InputFailure(Exception):
 
 def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrides: dict[str, str],
                   label: str | None) -> str:
-    from .cli_input import InputProblem, patient_problem
-    from .errors import PatientDataError
+    from .input import InputProblem, patient_problem
+    from ..errors import PatientDataError
 
     try:
         document = _read_document(name)
@@ -317,7 +317,7 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
     if fmt == "json":
         return str(assessment.to_json())
     if fmt == "cds-hooks":
-        from .result import compact
+        from ..result import compact
 
         return compact(assessment.to_cds_hooks())
     from .textreport import render_result
@@ -345,8 +345,8 @@ def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> N
     if patients:
         _validate_patients(paths)
         return
-    from .loader import collect
-    from .resources import rules_dir
+    from ..loader import collect
+    from ..resources import rules_dir
 
     failed = False
     for path in paths or (None,):
@@ -379,7 +379,7 @@ def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
 
 
 def _validate_patients(paths: Sequence[str]) -> None:
-    from .cli_input import InputProblem, check_patient
+    from .input import InputProblem, check_patient
 
     if not paths:
         raise Fail("--patients needs at least one PATH (a JSON file, a directory of them, or -)", EXIT_USAGE)
@@ -422,7 +422,7 @@ def rules_list(rules_path: Path | None) -> None:
 @_rules_option
 def rules_show(rule_id: str, rules_path: Path | None) -> None:
     """One rule for a human: condition in words, outputs, parameters, guidance, source quote."""
-    from .loader import nearest
+    from ..loader import nearest
     from .textreport import render_rule
 
     rule_set = load_rule_set(rules_path)
@@ -442,7 +442,7 @@ def schema(name: str) -> None:
 
     NAME: patient, result, rule-pack, rule-set, scenario or guidance.
     """
-    from .resources import schema_text
+    from ..resources import schema_text
 
     text = schema_text(name)
     click.echo(text, nl=not text.endswith("\n"))
@@ -463,8 +463,8 @@ def schema(name: str) -> None:
                    "with --rules, whatever cdss.audit finds beside the rule set).")
 def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path | None, scenarios: Path | None) -> None:
     """Write the rulebook: every rule with its source, parameters and the scenarios that exercise it."""
-    from . import audit as audit_module
-    from .resources import examples_dir
+    from .. import audit as audit_module
+    from ..resources import examples_dir
 
     rule_set = load_rule_set(rules_path)
     if scenarios is None and rules_path is None:  # the bundled rules: the bundled scenarios

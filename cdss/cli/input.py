@@ -132,8 +132,8 @@ def patient_problem(error: Any, document: Any) -> InputProblem:
 
 def check_patient(document: Any) -> dict[str, Any]:
     """Validate against the patient schema (no engine); PatientDataError becomes InputProblem."""
-    from .errors import PatientDataError
-    from .patient import validate_patient
+    from ..errors import PatientDataError
+    from ..patient import validate_patient
 
     try:
         return validate_patient(document)

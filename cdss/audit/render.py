@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .audit import (QUOTE_FOUND, QUOTE_NOT_CHECKED, QUOTE_NOT_FOUND, SEVERITIES, Audit, Clause, Finding, Output,
+from .build import (QUOTE_FOUND, QUOTE_NOT_CHECKED, QUOTE_NOT_FOUND, SEVERITIES, Audit, Clause, Finding, Output,
                     RuleEntry, ScenarioRef, anchor)
 
 QUOTE_MARK = {QUOTE_FOUND: "✓ found verbatim in the source", QUOTE_NOT_FOUND: "✗ NOT FOUND in the source",

@@ -6,7 +6,7 @@ guidance, rationale, source quote (checked verbatim against the source text when
 location and the scenarios that exercise it; coverage of the guidance catalogue, of the
 source's sections, of scenarios and of parameters; and `audit_findings`, the problems a
 reviewer must see before signing. `rulebook` renders it as Markdown or as one
-self-contained HTML page (see `cdss.audit_render`).
+self-contained HTML page (see `cdss.audit.render`).
 
 The rulebook carries the rule set's digest: a result's `rule_set.digest` equal to the
 digest on a signed rulebook means the result came from exactly the rules signed off.
@@ -21,18 +21,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, leaves, outcomes
-from .fields import Field, patient_fields
-from .loader import GUIDANCE, MANIFEST
-from .model import GuidanceItem, Origin, Pack, Parameter, Rule, resolve_bound
-from .resources import rules_dir, schemas_dir
-from .result import render
-from .scenarios import Scenario, load_scenarios
-from .yaml_source import YamlDocument, YamlProblem, load_yaml
+from .. import __version__
+from ..conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, leaves, outcomes
+from ..fields import Field, patient_fields
+from ..loader import GUIDANCE, MANIFEST
+from ..model import GuidanceItem, Origin, Pack, Parameter, Rule, resolve_bound
+from ..resources import rules_dir, schemas_dir
+from ..result import render
+from ..scenarios import Scenario
+from ..yaml_source import YamlDocument, YamlProblem, load_yaml
 
 if TYPE_CHECKING:
-    from .ruleset import RuleSet
+    from ..ruleset import RuleSet
 
 FORMATS = ("markdown", "html")
 SEVERITIES = ("problem", "warning", "note")
@@ -181,7 +181,7 @@ class ScenarioGap:
 
 @dataclass(frozen=True)
 class Audit:
-    """The whole rulebook as data; `cdss.audit_render` turns it into Markdown or HTML."""
+    """The whole rulebook as data; `cdss.audit.render` turns it into Markdown or HTML."""
 
     rule_set_id: str
     title: str
@@ -244,27 +244,6 @@ def anchor(rule_id: str) -> str:
 
 
 # ================================================================ entry points
-
-
-def rulebook(rules: RuleSet, *, source: Path | None, fmt: str = "markdown", scenarios: Path | None = None) -> str:
-    """The rulebook of a rule set as Markdown or one self-contained HTML page.
-
-    `source`: the source document; quotes are checked verbatim and sections against its
-    headings (without it they are marked "not checked"). `scenarios`: a directory of scenario
-    files; by default the `examples/scenarios` beside the rule set directory, if any.
-    Raises ValueError for an unknown format, OSError for an unreadable source and
-    RuleFileError for invalid scenario files.
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown rulebook format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    source_text = Path(source).read_text(encoding="utf-8") if source is not None else None
-    directory = Path(scenarios) if scenarios is not None else default_scenarios_dir(rules)
-    scenario_list = load_scenarios(directory) if directory is not None else None
-    audit = build_audit(rules, source_text, scenario_list, source_name=str(source) if source is not None else None,
-                        scenarios_dir=directory)
-    from .audit_render import to_html, to_markdown
-
-    return to_html(audit) if fmt == "html" else to_markdown(audit)
 
 
 def default_scenarios_dir(rules: RuleSet) -> Path | None:

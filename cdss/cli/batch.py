@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from .cli_input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
-from .result import compact
+from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
+from ..result import compact
 
 if TYPE_CHECKING:
-    from .loader import LoadedRules
-    from .ruleset import RuleSet
+    from ..loader import LoadedRules
+    from ..ruleset import RuleSet
 
 CHUNK_LINES = 256
 URGENCIES = ("emergency", "see-professional", "self-care", "none")
@@ -76,7 +76,7 @@ class Evaluator:
 
     def line(self, name: str, number: int, raw: bytes | None) -> Output | None:
         """The output for one input line, or None for a blank line (skipped)."""
-        from .errors import PatientDataError
+        from ..errors import PatientDataError
 
         try:
             if raw is None:
@@ -101,8 +101,8 @@ _worker: Evaluator | None = None
 
 def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str) -> None:
     global _worker
-    from .engine import tune_allocator
-    from .ruleset import RuleSet
+    from ..engine import tune_allocator
+    from ..ruleset import RuleSet
 
     tune_allocator()
     _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt)

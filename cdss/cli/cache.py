@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from .. import __version__
 
 if TYPE_CHECKING:
-    from .loader import LoadedRules
+    from ..loader import LoadedRules
 
 FORMAT = 2
 
@@ -52,8 +52,8 @@ def cache_dir() -> Path | None:
 
 def _inputs(path: Path | None) -> list[Path]:
     """Every file whose bytes can change what `loader.load(path)` returns."""
-    from .loader import yaml_files
-    from .resources import rules_dir, schemas_dir
+    from ..loader import yaml_files
+    from ..resources import rules_dir, schemas_dir
 
     root = Path(path) if path is not None else rules_dir()
     files: list[Path] = []
@@ -92,7 +92,7 @@ def _trusted(directory: Path, file: Path) -> bool:
 
 def load(path: Path | None) -> LoadedRules:
     """`loader.load(path)`, from the cache when nothing has changed; raises RuleFileError like it."""
-    from . import loader
+    from .. import loader
 
     directory = cache_dir()
     if directory is None:

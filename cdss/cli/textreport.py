@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .model import Rule
-    from .ruleset import RuleSet
+    from ..model import Rule
+    from ..ruleset import RuleSet
 
 BANNERS = {
     "emergency": ("EMERGENCY: seek immediate medical attention", {"fg": "red", "bold": True, "reverse": True}),
@@ -220,8 +220,8 @@ def render_rule_table(rules: RuleSet) -> str:
 
 def render_rule(rules: RuleSet, rule: Rule) -> str:
     """`cdss rules show ID`: everything a reviewer needs to judge one rule."""
-    from .model import resolve_bound
-    from .result import render
+    from ..model import resolve_bound
+    from ..result import render
 
     params = rules.parameter_values
     lines = [click.style(f"{rule.id}: {rule.title}", bold=True)]
@@ -233,7 +233,7 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
 
     lines.append("")
     lines.append(_heading("When"))
-    from .audit import describe_condition  # one plain-English renderer for the CLI and the rulebook
+    from ..audit import describe_condition  # one plain-English renderer for the CLI and the rulebook
 
     units = {name: p.unit for name, p in rules.parameters.items()}
     lines.extend(describe_condition(rule.when, params, units).lines(indent=1))
