@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__
+from .coherence import QuestionFinder, encode_fact, find_conflicts, read_as_unknown, review_status
 from .conditions import evaluate as evaluate_condition, leaves
 from .errors import EngineError, ParameterError
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
@@ -37,7 +38,9 @@ class RuleSet:
             path for path in patient_fields() if path.startswith(RED_FLAG_PREFIX))
         self._rule_ids = frozenset(self._rules)
         self._assembler = Assembler(info=loaded.info, version=__version__, rules=self._rules, needed=self._needed,
-                                    params=self._params, params_key=self._params_key, patient_key=canonical_patient)
+                                    params=self._params, params_key=self._params_key, patient_key=canonical_patient,
+                                    scope=loaded.scope, review=review_status(loaded.packs))
+        self._questions = QuestionFinder(loaded.rules, values)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
 
@@ -104,11 +107,16 @@ class RuleSet:
         EngineError if durable-rules fails.
         """
         document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
+        conflicts = find_conflicts(self._loaded.conflicts, fact, self._params) if self._loaded.conflicts else []
+        if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
+            fact, unknown = read_as_unknown(fact, unknown, conflicts)
+            encoded = encode_fact(fact)
         fired = (self._engine or self._durable()).fire_encoded(encoded)
         if not fired <= self._rule_ids:
             raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
         steps = self._trace(fact, fired) if trace else None
-        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps)
+        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
+                                      questions=self._questions.open(fact, fired), conflicts=conflicts)
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []
