@@ -125,4 +125,16 @@ def check(scenario: Scenario, rules: RuleSet) -> list[str]:
     for path in expect.get("missing_includes", ()):
         if path not in result["missing"]:
             failures.append(f"missing should list '{path}'")
+    # clinical coherence (issue 17)
+    if "questions" in expect:
+        differ("questions", expect["questions"], [q["field"] for q in result.get("questions", [])])
+    if "urgency_questions" in expect:
+        differ("questions that could raise urgency", sorted(expect["urgency_questions"]),
+               sorted(q["field"] for q in result.get("questions", []) if q["could_change"] == "urgency"))
+    if "conflicts" in expect:
+        differ("conflicts", expect["conflicts"], [c["fields"] for c in result.get("conflicts", [])])
+    if "cards" in expect:
+        differ("cards", expect["cards"], [c["rule"] for c in result["cards"]])
+    if "referrals" in expect:
+        differ("referrals", expect["referrals"], [c["rule"] for c in result["cards"] if "referral" in c])
     return failures
