@@ -48,6 +48,7 @@ from tests.strategies import (
     tristate_paths,
     valid_patients,
     MUTATIONS,
+    coherence_patients,
 )
 
 RULES = cdss.load_rules()  # loaded once per module
@@ -296,13 +297,7 @@ def test_every_card_is_sourced_fits_cds_hooks_and_matches_the_trace(doc: dict[st
 
 # ------------------------------------------------------------------ 9: clinical coherence (issue 17)
 
-coherence_patient = st.one_of(any_patient, st.builds(
-    lambda doc, present, trend, stage, weeks: put(put(put(put(doc, "back_pain.present", present), "back_pain.trend", trend),
-                                                      "exercise.stage", stage), "exercise.weeks_consistent", weeks),
-    patients_with_screening("negative"), st.sampled_from([True, False, None, ABSENT]),
-    st.sampled_from(["improving", "unchanged", "worsening", None, ABSENT]),
-    st.sampled_from(["none", "activation", "compound", None, ABSENT]),
-    st.one_of(st.sampled_from([None, ABSENT]), st.integers(0, 14), st.integers(0, MAX_WEEKS))))
+coherence_patient = st.one_of(any_patient, coherence_patients())
 """Any patient, plus patients screened negative with the four plan/escalation answers drawn densely."""
 
 
