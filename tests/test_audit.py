@@ -105,7 +105,7 @@ def test_rule_entries_carry_what_a_reviewer_needs(audit: Audit, bundled: cdss.Ru
                                                                                   "professional_evaluation_within_weeks": (2, "weeks", "policy")}
     assert [g.id for g in entry.guidance] == ["G-ESC-1"]
     kinds = [o.kind for o in entry.outputs]
-    assert kinds == ["card", "referral"]
+    assert kinds == ["card", "referral", "relations", "questions"]  # relations and questions: issue 17
     referral = dict(entry.outputs[1].items)
     assert "6 or more weeks" in referral["reason"]  # placeholders filled with the value in force
     assert "escalation_refer_weeks (currently 6 weeks)" in "\n".join(entry.condition.lines())
