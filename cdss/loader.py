@@ -297,7 +297,7 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
             _check_outputs(doc, base, raw, rule_id, parameters, refs, out)
             _check_safety_shape(doc, base, raw, rule_id, out)
             _check_plain_words(doc, base, raw, rule_id, out)
-            supersedes, questions = _rule_relations(doc, base, raw, rule_id, condition, out)
+            supersedes, questions = _rule_relations(doc, base, raw, rule_id, condition, parameters, refs, out)
             used_params |= refs
             status = raw.get("status", "active")
             if status == "draft":
@@ -577,7 +577,8 @@ def _check_plain_words(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, 
 
 
 def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
-                    condition: Condition | None, out: _Collector) -> tuple[tuple[str, ...], tuple[Question, ...]]:
+                    condition: Condition | None, parameters: dict[str, Parameter], refs: set[str],
+                    out: _Collector) -> tuple[tuple[str, ...], tuple[Question, ...]]:
     """`supersedes` and `questions` of one rule; a question must name a field the rule's condition reads."""
     supersedes = tuple(raw.get("supersedes", ()))
     for j, other in enumerate(supersedes):
@@ -596,6 +597,13 @@ def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any
             out.add(doc, (*base, "questions", j, "field"), rule_id,
                     f"question on '{name}', which this rule's condition does not read (it reads: {', '.join(sorted(read))}); "
                     "an answer to it could never make the rule fire")
+        for match in TEMPLATE_ANY.finditer(item["reason"]):
+            m = PLACEHOLDER.fullmatch(match.group(0))
+            if not m or m.group(1) not in parameters:
+                out.add(doc, (*base, "questions", j, "reason"), rule_id,
+                        f"'{match.group(0)}' is not a placeholder of a declared parameter; write {{{{ params.NAME }}}}")
+            else:
+                refs.add(m.group(1))
         questions.append(Question(name, item["reason"]))
     if len({q.field for q in questions}) != len(questions):
         out.add(doc, (*base, "questions"), rule_id, "questions names a field twice")
