@@ -157,7 +157,7 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
             dose = f"{_range(sets)} sets of {_range(reps)} repetitions"
             lines.append(f"  {i}. {click.style(exercise['name'], bold=True)} ({', '.join(exercise['targets'])}): {dose}")
             lines.extend(_wrap(exercise["instructions"], "     "))
-        if not plan["exercises"]:
+        if not plan["exercises"] and not plan["notes"]:
             lines.append("  no exercises")
     else:
         word, colour = PLAN_WORDS.get(status, (status, "yellow"))
