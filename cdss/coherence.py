@@ -20,7 +20,6 @@ from .conditions import _candidates, evaluate, field_value, leaves
 from .fields import UNKNOWN, Field, patient_fields
 from .model import Conflict, Pack, Question, Rule
 
-
 # ---------------------------------------------------------------- contradictions
 
 

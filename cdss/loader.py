@@ -16,8 +16,21 @@ from typing import Any, Iterable
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
 from .fields import Field, patient_fields
-from .model import (GATED_CATEGORIES, NO_SCOPE, PLACEHOLDER, Conflict, GuidanceItem, Origin, Pack, Parameter, Question,
-                    Rationale, Rule, RuleSetInfo, Scope)
+from .model import (
+    GATED_CATEGORIES,
+    NO_SCOPE,
+    PLACEHOLDER,
+    Conflict,
+    GuidanceItem,
+    Origin,
+    Pack,
+    Parameter,
+    Question,
+    Rationale,
+    Rule,
+    RuleSetInfo,
+    Scope,
+)
 from .resources import rules_dir, schema
 from .yaml_source import YamlDocument, YamlProblem, load_yaml
 

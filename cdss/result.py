@@ -12,8 +12,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from .fields import patient_fields
-from .model import (INDICATOR_ORDER, NO_SCOPE, PLACEHOLDER, URGENCY_ORDER, Conflict, Question, Rule, RuleSetInfo, Scope,
-                    resolve_bound)
+from .model import (
+    INDICATOR_ORDER,
+    NO_SCOPE,
+    PLACEHOLDER,
+    URGENCY_ORDER,
+    Conflict,
+    Question,
+    Rule,
+    RuleSetInfo,
+    Scope,
+    resolve_bound,
+)
 
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 EXTENSION_KEY = "invalid.cdss"

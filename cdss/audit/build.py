@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,7 @@ from ..scenarios import Scenario
 from ..yaml_source import YamlDocument, YamlProblem, load_yaml
 
 if TYPE_CHECKING:
-    from ..coherence import review_status
-from ..ruleset import RuleSet
+    from ..ruleset import RuleSet
 
 FORMATS = ("markdown", "html")
 SEVERITIES = ("problem", "warning", "note")
