@@ -15,6 +15,7 @@ only in the request, and every answer is marked `no-store`.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -285,9 +286,15 @@ def router(rules: RuleSet, *, source: Path | None = None) -> APIRouter:
 
 
 def demo_app() -> FastAPI:
-    """An app with only these pages, for the bundled rules (`uvicorn --factory cdss.service.web:demo_app`)."""
-    from .. import bundled_rules
+    """An app with only these pages (`uvicorn --factory cdss.service.web:demo_app`).
 
+    Serves the bundled rules, or the rule set directory named by the CDSS_RULES variable.
+    """
+    from .. import bundled_rules
+    from ..ruleset import load_rules
+
+    directory = os.environ.get("CDSS_RULES")
+    rules = load_rules(directory) if directory else bundled_rules()
     app = FastAPI(title="cdss pages", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(router(bundled_rules()))
+    app.include_router(router(rules))
     return app

@@ -172,6 +172,13 @@
   }
 
   // ------------------------------------------------------------ rendering
+  function evaluated() {
+    // a counter scripts and tests can wait on: it grows each time a result (or an error) is shown
+    const box = byId("result");
+    box.dataset.evaluations = String(Number(box.dataset.evaluations || 0) + 1);
+    box.removeAttribute("aria-busy");
+  }
+
   function showError(record) {
     // No result is better than a stale one: clear everything before saying what is wrong.
     const box = byId("error");
@@ -185,14 +192,13 @@
     byId("urgency-title").textContent = "No result";
     byId("urgency-detail").textContent = "Fix the answer named above.";
     byId("result-body").hidden = true;
-    byId("result").removeAttribute("aria-busy");
+    evaluated();
   }
 
   function render(answer) {
     const result = answer.result;
     byId("error").hidden = true;
     byId("result-body").hidden = false;
-    byId("result").removeAttribute("aria-busy");
 
     const [title, detail] = URGENCY[result.urgency] || [result.urgency, ""];
     byId("urgency").dataset.urgency = result.urgency;
@@ -246,6 +252,7 @@
       " · cdss " + result.cdss_version,
       result.patient_id !== undefined ? " · patient " : null,
       result.patient_id !== undefined ? el("code", { id: "patient-id" }, result.patient_id) : null);
+    evaluated();
   }
 
   function dose(range, unit) {
