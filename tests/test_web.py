@@ -323,6 +323,7 @@ def test_a_red_flag_answered_on_the_form_gives_the_emergency_banner_and_withhold
     assert page.tab.locator("#plan [data-exercise]").count() == 0
     critical = page.tab.locator('#cards .card[data-indicator="critical"][data-rule="red-flag-significant-leg-weakness"]')
     assert critical.count() == 1
+    assert not page.tab.is_visible("#mini-status")  # a wide screen shows the result beside the form instead
     assert page.tab.locator('#referrals li[data-rule="red-flag-significant-leg-weakness"]').count() == 1
     assert json.loads(page.tab.input_value("#patient-json")) == {
         "back_pain": {"present": True},
@@ -417,6 +418,9 @@ def test_a_phone_shows_everything_without_scrolling_sideways(browser: Any, serve
             widths = phone.tab.evaluate("[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
             assert widths[0] <= widths[1], (name, widths)
             assert phone.tab.evaluate("document.getElementById('urgency').getBoundingClientRect().width") <= PHONE["width"]
+            # while answering far down the form, the bottom bar keeps the result in sight
+            assert phone.tab.is_visible("#mini-status")
+            assert phone.attr("#mini-status", "data-urgency") == phone.attr("#urgency", "data-urgency")
     finally:
         phone.close()
 
@@ -530,3 +534,21 @@ def test_rule_texts_are_data_never_markup(browser: Any, tmp_path: Path) -> None:
     finally:
         tab.close()
         running.stop()
+
+
+def test_the_readme_screenshot_shows_the_result_beside_the_form(browser: Any, server: Server) -> None:
+    """Retakes docs/img/try-page.png into tests/artifacts/ (copy it over to update the README)."""
+    tab = Page(browser, server, {"width": 1280, "height": 860})
+    try:
+        tab.load_example("hip-drop-left-only")
+        tab.tab.evaluate("document.getElementById('s-red_flags').scrollIntoView()")
+        banner = tab.tab.locator("#urgency").bounding_box()
+        red_flags = tab.tab.locator("#s-red_flags").bounding_box()
+        assert banner is not None and red_flags is not None
+        assert -1 <= banner["y"] < 860 and -1 <= red_flags["y"] < 860  # both in sight, side by side
+        assert red_flags["x"] + red_flags["width"] <= banner["x"]
+        artifacts = Path(__file__).resolve().parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        tab.tab.screenshot(path=str(artifacts / "try-page.png"))
+    finally:
+        tab.close()

@@ -8,11 +8,12 @@
   const form = document.getElementById("patient-form");
   const byId = (id) => document.getElementById(id);
 
+  // Banner words: never reassurance ("nothing to worry about"); the result decides, the page only names it.
   const URGENCY = {
     "emergency": ["Emergency: seek immediate medical attention", "Exercise advice is withheld."],
-    "see-professional": ["See a health professional", "A rule asks for assessment by a physical therapist or physician."],
-    "self-care": ["Self-care", "No rule asks for professional assessment."],
-    "none": ["No rule asks for action", "This is not a diagnosis and not an all clear."],
+    "see-professional": ["See a health professional", "The referral is below."],
+    "self-care": ["Self-care", "Self-care advice from these rules."],
+    "none": ["No advice from these rules", "This is not a diagnosis and not an all clear."],
   };
   const SCREENING = {
     "positive": "Red-flag screening: POSITIVE. A red flag is present.",
@@ -191,6 +192,7 @@
     banner.dataset.urgency = "";
     byId("urgency-title").textContent = "No result";
     byId("urgency-detail").textContent = "Fix the answer named above.";
+    mirror();
     byId("result-body").hidden = true;
     evaluated();
   }
@@ -203,7 +205,6 @@
     const [title, detail] = URGENCY[result.urgency] || [result.urgency, ""];
     byId("urgency").dataset.urgency = result.urgency;
     byId("urgency-title").textContent = title;
-    byId("urgency-detail").textContent = detail;
 
     const screening = byId("screening");
     screening.dataset.screening = result.red_flag_screening;
@@ -217,6 +218,10 @@
       q.reason ? el("span", { class: "reason" }, " " + q.reason) : null,
       q.could_change ? el("span", { class: "tag" }, "could change the " + q.could_change) : null)));
     byId("questions-box").hidden = questions.length === 0;
+    byId("urgency-detail").textContent = detail + (questions.length && result.urgency !== "emergency"
+      ? " " + questions.length + (questions.length === 1 ? " unanswered question below could" : " unanswered questions below could") + " change this result."
+      : "");
+    mirror();
 
     const conflicts = result.conflicts || [];
     fill(byId("conflicts"), ...conflicts.map((c) => el("li", {},
@@ -247,12 +252,33 @@
         " · saw ", el("code", {}, c.saw === undefined || c.saw === null ? "unknown" : JSON.stringify(c.saw)),
         " → " + (c.result ? "true" : "false")))))));
 
+    // issue 17 adds what the screen does not cover and the rule set's review status; shown as plain text
+    fill(byId("scope"), ...["scope", "review_status", "review"].filter((k) => result[k] !== undefined && result[k] !== null)
+      .map((k) => el("div", { "data-key": k }, loose(result[k]))));
+
     const rs = result.rule_set || {};
     fill(byId("stamp"), "Rule set ", el("code", {}, rs.id), " " + rs.version + " · digest ", el("code", {}, rs.digest),
       " · cdss " + result.cdss_version,
       result.patient_id !== undefined ? " · patient " : null,
       result.patient_id !== undefined ? el("code", { id: "patient-id" }, result.patient_id) : null);
     evaluated();
+  }
+
+  function loose(value) {
+    // a value whose exact shape this page does not know: strings as text, lists as lists, objects as "key: value"
+    if (value === null || value === undefined) return "";
+    if (Array.isArray(value)) return el("ul", {}, ...value.map((v) => el("li", {}, loose(v))));
+    if (typeof value === "object") {
+      return el("ul", {}, ...Object.entries(value).map(([k, v]) => el("li", {}, el("strong", {}, k.replace(/_/g, " ") + ": "), loose(v))));
+    }
+    return String(value);
+  }
+
+  function mirror() {
+    // the phone's bottom bar repeats the banner, so the result is never out of sight while answering
+    const bar = byId("mini-status");
+    bar.dataset.urgency = byId("urgency").dataset.urgency;
+    bar.textContent = "Result: " + byId("urgency-title").textContent;
   }
 
   function dose(range, unit) {
