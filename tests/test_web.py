@@ -127,19 +127,19 @@ def test_the_form_has_one_control_per_schema_field_named_by_its_dotted_path(serv
     status, headers, body = request(server, "/")
     page = body.decode()
     assert status == 200 and headers["content-type"].startswith("text/html")
-    names = set(re.findall(r'<(?:input|select|textarea)[^>]*\sname="([^"]+)"', page, re.S))
+    names = set(re.findall(r'<(?:input|select|textarea)[^>]*\sname="([^"]+)"', page, re.DOTALL))
     assert names == set(patient_fields()) | {"patient_id"}
     for f in patient_fields().values():
         if f.kind == "tristate":  # yes / no / unknown, values a script can set
             values = re.findall(rf'name="{re.escape(f.path)}" value="([^"]+)"', page)
             assert values == ["true", "false", "unknown"], f.path
         elif f.kind == "enum":
-            select = re.search(rf'<select[^>]*name="{re.escape(f.path)}".*?</select>', page, re.S)
+            select = re.search(rf'<select[^>]*name="{re.escape(f.path)}".*?</select>', page, re.DOTALL)
             assert select is not None
             assert re.findall(r'<option value="([^"]+)"', select.group(0)) == ["unknown", *f.values]
         else:
             assert re.search(rf'<input type="number"[^>]*name="{re.escape(f.path)}"[^>]*min="{f.minimum}" max="{f.maximum}"',
-                             page, re.S), f.path
+                             page, re.DOTALL), f.path
     assert 'data-urgency=""' in page
     # every control has a label: radios inside <label>, the others by for=/id
     for control_id in re.findall(r'<(?:select|input type="(?:number|text|file)")[^>]*id="([^"]+)"', page):

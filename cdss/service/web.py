@@ -247,9 +247,10 @@ class Pages:
                 return _too_large()
         try:
             document = parse_document(bytes(raw))
-            assessment = self.rules.evaluate(document, trace=True)
         except InputProblem as problem:
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
+        try:
+            assessment = self.rules.evaluate(document, trace=True)
         except PatientDataError as error:
             problem = patient_problem(error, document)
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
