@@ -350,6 +350,11 @@ def test_every_example_shows_what_cdss_evaluate_answers(page: Page, cli_results:
         assert page.shown() == expected_view(expected), path.name
         if "patient_id" in expected:
             assert page.tab.text_content("#patient-id") == expected["patient_id"]
+        # "why": each rule's condition tree, recombined on the page from the values seen, agrees with the engine
+        verdicts = page.tab.eval_on_selector_all("#trace > li", """items => items.map(li =>
+            [li.dataset.rule, li.className, li.querySelector('.why-tree').dataset.holds])""")
+        assert len(verdicts) == len(cdss.bundled_rules().rules)
+        assert all((cls == "fired") == (holds == "true") for _, cls, holds in verdicts), (path.name, verdicts)
         # the form holds the example exactly (unknown written as absent, which means the same)
         document = json.loads(path.read_text(encoding="utf-8"))
         assert json.loads(page.tab.input_value("#patient-json")) == _without_nulls(document), path.name

@@ -141,6 +141,23 @@ def form_sections(schema: Mapping[str, Any]) -> list[Group]:
     return ([Group("patient", "Patient", scalars)] if scalars else []) + sections
 
 
+def condition_shape(condition: Any, params: Mapping[str, Any], units: Mapping[str, str | None]) -> dict[str, Any]:
+    """A rule's condition tree for the page's "why": composites by kind, leaves in plain words.
+
+    The trace lists every leaf, in this tree's depth-first order (no short cut), so the page
+    can put each value seen beside its words and show how all / any / not combine them.
+    """
+    from ..audit import describe_condition
+    from ..conditions import All, AnyOf, Not
+
+    if isinstance(condition, Not):
+        return {"op": "not", "children": [condition_shape(condition.child, params, units)]}
+    if isinstance(condition, (All, AnyOf)):
+        return {"op": "all" if isinstance(condition, All) else "any",
+                "children": [condition_shape(child, params, units) for child in condition.children]}
+    return {"op": "leaf", "text": describe_condition(condition, params, units).text}
+
+
 # ================================================================ the pages
 
 
@@ -197,9 +214,11 @@ class Pages:
         self.static = _static_files()
         info = rules.info
         controls = [c for s in self.sections for c in s.controls()]
+        units = {name: p.unit for name, p in rules.parameters.items()}
         page_data = {
             "fields": {c.name: {"label": c.label, "section": s.title} for s in self.sections for c in s.controls()},
             "rules": {r.id: r.title for r in rules.rules},
+            "conditions": {r.id: condition_shape(r.when, rules.parameter_values, units) for r in rules.rules},
             "examples": _examples(),
             "maxBytes": MAX_DOCUMENT_BYTES,
         }

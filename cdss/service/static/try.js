@@ -244,13 +244,11 @@
     fill(byId("cards"), ...(result.cards || []).map(renderCard));
     if (!(result.cards || []).length) byId("cards").append(el("p", { class: "muted" }, "No cards."));
 
-    fill(byId("trace"), ...(answer.trace || []).map((step) => el("li", { class: step.fired ? "fired" : "not-fired", "data-rule": step.rule },
+    // the trace: rules that fired first, each condition in words with the value it saw
+    const steps = (answer.trace || []).slice().sort((a, b) => Number(b.fired) - Number(a.fired));
+    fill(byId("trace"), ...steps.map((step) => el("li", { class: step.fired ? "fired" : "not-fired", "data-rule": step.rule },
       el("span", { class: "tag" }, step.fired ? "fired" : "did not fire"), " ", ruleLink(step.rule),
-      el("ul", {}, ...(step.conditions || []).map((c) => el("li", { class: c.result ? "holds" : "fails" },
-        el("code", {}, c.field), " " + c.op + " ", el("code", {}, JSON.stringify(c.value)),
-        c.param ? el("span", { class: "muted" }, " (" + c.param + ")") : null,
-        " · saw ", el("code", {}, c.saw === undefined || c.saw === null ? "unknown" : JSON.stringify(c.saw)),
-        " → " + (c.result ? "true" : "false")))))));
+      whyTree(data.conditions[step.rule], step.conditions || []))));
 
     // issue 17 adds what the screen does not cover and the rule set's review status; shown as plain text
     fill(byId("scope"), ...["scope", "review_status", "review"].filter((k) => result[k] !== undefined && result[k] !== null)
@@ -262,6 +260,36 @@
       result.patient_id !== undefined ? " · patient " : null,
       result.patient_id !== undefined ? el("code", { id: "patient-id" }, result.patient_id) : null);
     evaluated();
+  }
+
+  function shown(value) {
+    return value === undefined || value === null ? "unknown" : JSON.stringify(value);
+  }
+
+  function whyNode(shape, conditions, state) {
+    // returns [list item, holds]; leaves take the trace's conditions in order (depth first, every leaf)
+    if (shape.op === "leaf") {
+      const c = conditions[state.next++] || {};
+      const node = el("li", { class: c.result ? "holds" : "fails" }, shape.text, " ",
+        el("span", { class: "muted" }, "(", el("code", {}, c.field + " " + c.op + " " + shown(c.value)),
+          c.param ? " = parameter " + c.param : "", ")"),
+        " · saw ", el("code", {}, shown(c.saw)), " → ", el("strong", {}, c.result ? "yes" : "no"));
+      return [node, Boolean(c.result)];
+    }
+    const parts = shape.children.map((child) => whyNode(child, conditions, state));
+    const holds = shape.op === "not" ? !parts[0][1] : shape.op === "all" ? parts.every((p) => p[1]) : parts.some((p) => p[1]);
+    const words = { all: "all of:", any: "any of:", not: "it is not the case that:" }[shape.op];
+    return [el("li", { class: holds ? "holds" : "fails" }, el("span", { class: "op" }, words), " → ", el("strong", {}, holds ? "yes" : "no"),
+      el("ul", {}, ...parts.map((p) => p[0]))), holds];
+  }
+
+  function whyTree(shape, conditions) {
+    if (!shape) { // a rule the page does not know: the flat list of conditions
+      return el("ul", {}, ...conditions.map((c) => el("li", {}, el("code", {}, c.field + " " + c.op + " " + shown(c.value)),
+        " · saw ", el("code", {}, shown(c.saw)), " → " + (c.result ? "yes" : "no"))));
+    }
+    const [node, holds] = whyNode(shape, conditions, { next: 0 });
+    return el("ul", { class: "why-tree", "data-holds": String(holds) }, node);
   }
 
   function loose(value) {
