@@ -557,3 +557,52 @@ def test_the_readme_screenshot_shows_the_result_beside_the_form(browser: Any, se
         tab.tab.screenshot(path=str(artifacts / "try-page.png"))
     finally:
         tab.close()
+
+
+def test_questions_conflicts_and_scope_of_the_coming_result_contract_are_shown_as_text(
+        browser: Any, server: Server) -> None:
+    """Issue 17 adds `questions`, `conflicts` and a scope statement to the result. Until the engine
+    gives them, a real answer is extended with them on its way to the page (the only test that
+    touches the answer), so the page is ready for both shapes and escapes them too."""
+    document = json.loads((examples_dir() / "patients" / "one-red-flag-unknown.json").read_text(encoding="utf-8"))
+    status, answer = post(server, document)
+    assert status == 200 and "questions" not in answer["result"]  # when this fails, issue 17 has landed: drop the route
+    answer["result"]["questions"] = [
+        {"field": "red_flags.significant_leg_weakness", "reason": "<b>A red flag</b> is unanswered.", "could_change": "urgency"},
+        {"field": "exercise.weeks_consistent", "reason": "Weeks decide the referral.", "could_change": "plan"}]
+    answer["result"]["conflicts"] = [{"fields": ["back_pain.present", "back_pain.trend"],
+                                      "message": "Pain is answered absent but has a trend."}]
+    answer["result"]["scope"] = {"not_covered": ["saddle numbness", "<script>fever</script>"]}
+    tab = Page(browser, server)
+    try:
+        tab.tab.route("**/try/evaluate", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(answer)))
+        tab.settle(lambda: tab.tab.click("#clear"))
+        items = tab.tab.eval_on_selector_all("#questions li", "items => items.map(li => [li.dataset.field, li.textContent])")
+        assert [field for field, _ in items] == ["red_flags.significant_leg_weakness", "exercise.weeks_consistent"]
+        assert "<b>A red flag</b> is unanswered." in items[0][1] and "could change the urgency" in items[0][1]
+        assert "Red flags: Significant leg weakness" in items[0][1]
+        assert tab.tab.is_visible("#conflicts-box") and "has a trend" in tab.tab.text_content("#conflicts")
+        assert "Back pain: Present" in tab.tab.text_content("#conflicts")
+        assert "<script>fever</script>" in tab.tab.text_content("#scope")
+        assert tab.tab.locator("#result b, #result script").count() == 0
+        assert "2 unanswered questions" in tab.tab.text_content("#urgency")
+        tab.tab.click('#questions a[href="#q-red_flags.significant_leg_weakness"]')
+        assert tab.tab.evaluate("location.hash") == "#q-red_flags.significant_leg_weakness"
+    finally:
+        tab.close()
+
+
+def test_a_rulebook_that_cannot_be_built_says_why_instead_of_crashing(tmp_path: Path) -> None:
+    rules = write_rule_set(tmp_path / "set" / "rules", HOSTILE_RULES)
+    scenarios = tmp_path / "set" / "examples" / "scenarios"
+    scenarios.mkdir(parents=True)
+    (scenarios / "broken.yaml").write_text("scenarios: [{name: x}]\n", encoding="utf-8")
+    running = Server(tmp_path, rules)
+    try:
+        status, _, body = request(running, "/rulebook")
+        assert request(running, "/")[0] == 200  # the Try page does not need the rulebook
+    finally:
+        running.stop()
+    assert status == 500
+    assert body.decode().startswith("The rulebook could not be built: ") and "broken.yaml" in body.decode()

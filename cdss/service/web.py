@@ -241,8 +241,15 @@ class Pages:
     def try_page(self) -> HTMLResponse:
         return HTMLResponse(self.try_html, headers={"Content-Security-Policy": _TRY_CSP, **_COMMON_HEADERS})
 
-    def rulebook_page(self) -> HTMLResponse:
-        return HTMLResponse(self.rulebook_html(), headers={"Content-Security-Policy": _RULEBOOK_CSP, **_COMMON_HEADERS})
+    def rulebook_page(self) -> Response:
+        from ..errors import CdssError
+
+        try:
+            page = self.rulebook_html()
+        except (CdssError, OSError) as error:  # e.g. an invalid scenario file beside the rule set: say where
+            return Response(f"The rulebook could not be built: {error}\n", status_code=500, media_type="text/plain",
+                            headers=_COMMON_HEADERS)
+        return HTMLResponse(page, headers={"Content-Security-Policy": _RULEBOOK_CSP, **_COMMON_HEADERS})
 
     def static_file(self, name: str) -> Response:
         found = self.static.get(name)
