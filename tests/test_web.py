@@ -493,9 +493,14 @@ def test_copy_puts_the_patient_document_on_the_clipboard(browser: Any, server: S
 
 def test_a_rule_in_the_result_links_to_its_rulebook_entry(page: Page) -> None:
     page.load_example("red-flag-leg-weakness")
-    page.tab.click('#cards .card[data-rule="red-flag-significant-leg-weakness"] .card-rule a')
-    page.tab.wait_for_url("**/rulebook#rule-red-flag-significant-leg-weakness", timeout=WAIT_MS)
-    assert page.tab.locator("#rule-red-flag-significant-leg-weakness").count() == 1
+    with page.context.expect_page(timeout=WAIT_MS) as opened:  # a new tab: the patient here stays as it is
+        page.tab.click('#cards .card[data-rule="red-flag-significant-leg-weakness"] .card-rule a')
+    rulebook = opened.value
+    rulebook.wait_for_load_state()
+    assert rulebook.url.endswith("/rulebook#rule-red-flag-significant-leg-weakness")
+    assert rulebook.locator("#rule-red-flag-significant-leg-weakness").count() == 1
+    assert rulebook.evaluate("document.getElementById('rule-red-flag-significant-leg-weakness').getBoundingClientRect().top") < 100
+    assert page.attr("#urgency", "data-urgency") == "emergency"
 
 
 def test_a_patient_id_is_shown_as_text_never_as_markup(page: Page) -> None:

@@ -42,8 +42,9 @@
   }
   function fill(node, ...children) { node.replaceChildren(); for (const c of children) if (c) node.append(c); }
   function ruleLink(id) {
-    return el("a", { href: "rulebook#rule-" + encodeURIComponent(id), class: "rule-link",
-                     title: "This rule in the rulebook" }, data.rules[id] || id);
+    // a new tab, so the patient on this page stays as it is while the rule is read
+    return el("a", { href: "rulebook#rule-" + encodeURIComponent(id), class: "rule-link", target: "_blank",
+                     rel: "noopener", title: "This rule in the rulebook (opens a new tab)" }, data.rules[id] || id);
   }
   function fieldLabel(path) {
     const f = data.fields[path];
