@@ -109,13 +109,12 @@ class RuleSet:
             document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
         except PatientDataError:
             # Only a document that is not a valid patient document may be a FHIR resource: the
-            # plain-document path pays nothing for FHIR (cdss.fhir is imported only here).
+            # plain-document path pays nothing for FHIR, and cdss.fhir is imported only for one.
+            if not (isinstance(patient, Mapping) and "resourceType" in patient):
+                raise
             from .fhir.response import as_patient_document
 
-            converted = as_patient_document(patient, self)
-            if converted is patient:
-                raise
-            document, fact, unknown, encoded = prepare(converted)
+            document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
         fired = (self._engine or self._durable()).fire_encoded(encoded)
         if not fired <= self._rule_ids:
             raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")

@@ -53,13 +53,13 @@ class _Reader:
     def items(self, items: Any, allowed: tuple[Node, ...], where: str, parent: str | None) -> dict[str, Any]:
         if not isinstance(items, list):
             raise PatientDataError(where, "a list of items", describe_value(items))
+        if self.count + len(items) > MAX_ITEMS:  # refuse a flood before reading any of it
+            raise PatientDataError("QuestionnaireResponse.item", f"at most {MAX_ITEMS} items in all",
+                                   f"{self.count + len(items):,} items", "is this a response to the cdss Questionnaire?")
         by_key = {node.link_id: node for node in allowed}
         out: dict[str, Any] = {}
         for index, item in enumerate(items):
             self.count += 1
-            if self.count > MAX_ITEMS:
-                raise PatientDataError("QuestionnaireResponse.item", f"at most {MAX_ITEMS} items in all",
-                                       f"more than {MAX_ITEMS}", "is this a response to the cdss Questionnaire?")
             if not isinstance(item, dict):
                 raise PatientDataError(f"{where}[{index}]", "an item (a JSON object)", describe_value(item))
             link_id = item.get("linkId")
@@ -204,12 +204,7 @@ def patient_from_questionnaire_response(resource: Mapping[str, Any], rules: Any 
                 "use --allow-in-progress (allow_in_progress=True) to evaluate it anyway"
                 if status == "in-progress" else None)
         raise PatientDataError("QuestionnaireResponse.status", " or ".join(accepted), describe_value(status), hint)
-    reader = _Reader()
-    items = resource.get("item", [])
-    if isinstance(items, list) and len(items) > MAX_ITEMS:
-        raise PatientDataError("QuestionnaireResponse.item", f"at most {MAX_ITEMS} items in all",
-                               f"{len(items):,} items", "is this a response to the cdss Questionnaire?")
-    document = reader.items(items, schema_items(), "QuestionnaireResponse.item", None)
+    document = _Reader().items(resource.get("item", []), schema_items(), "QuestionnaireResponse.item", None)
     from ..patient import validate_patient
 
     return validate_patient(document)  # always valid by construction; checked to be sure
