@@ -194,7 +194,7 @@ def patient_from_questionnaire_response(resource: Mapping[str, Any], rules: Any 
     named = resource.get("questionnaire")
     if named != expected:
         found = describe_value(named) if not isinstance(named, str) else (
-            f"'{_shown(named)}'" if len(named) <= 200 else f"a string of {len(named):,} characters")
+            f"'{named}'" if len(named) <= 200 and named.isprintable() else f"a string of {len(named):,} characters")
         raise PatientDataError("QuestionnaireResponse.questionnaire", f"'{expected}'", found,
                                "answer the Questionnaire of these rules: cdss fhir questionnaire")
     status = resource.get("status")
