@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given
-from hypothesis import strategies as st
 
 import cdss
 from cdss.cli import cli
@@ -208,7 +207,7 @@ def test_a_plain_patient_document_never_imports_cdss_fhir() -> None:
 
 
 def test_wrong_questionnaire_url_or_version_is_refused() -> None:
-    url, version = CANONICAL.split("|")
+    url = CANONICAL.split("|")[0]
     for named in (f"{url}|0.0.1", url, "https://example.org/Questionnaire/x|1.0.0", None, 7, "x" * 10_000):
         error = reject(qr(questionnaire_=named), "QuestionnaireResponse.questionnaire", CANONICAL)  # type: ignore[arg-type]
         assert len(str(error)) < 600

@@ -85,8 +85,5 @@ def validate_command(files: tuple[str, ...]) -> None:
             raise Fail(f"{name}: {problem.message}", EXIT_PATIENT) from None
         if not isinstance(resource, dict):
             raise Fail(f"{name}: expected a FHIR resource (a JSON object)", EXIT_PATIENT)
-        try:
-            _validate(resource, name)
-        except Fail:
-            raise
+        _validate(resource, name)
         click.echo(f"{name}: valid {resource.get('resourceType')}", err=True)

@@ -164,7 +164,7 @@ def guidance_bundle(result: Mapping[str, Any]) -> dict[str, Any]:
     if plan["notes"]:
         care_plan["note"] = [{"text": note} for note in plan["notes"]]
 
-    actions = []
+    actions: list[dict[str, Any]] = []
     if findings:
         actions.append({"title": "Findings", "action": findings})
     if advice:
