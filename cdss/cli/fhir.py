@@ -1,5 +1,9 @@
 """`cdss fhir ...`: the Questionnaire for a rule set, a patient document as a QuestionnaireResponse,
-and validation of FHIR resources with fhir.resources (extra `cdss[fhir]`). See docs/FHIR.md."""
+and validation of FHIR resources with fhir.resources (extra `cdss[fhir]`). See docs/FHIR.md.
+
+commands.py registers this group at import time, so this module imports nothing from it at
+module level (no import cycle): the shared helpers are imported inside the commands.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Any
 
 import click
 
-from .commands import EXIT_PATIENT, EXIT_USAGE, Fail, _read_document, _rules_option, load_rule_set
+RULES_OPTION = click.option("--rules", "rules_path", type=click.Path(exists=True, path_type=Path), default=None,
+                            metavar="DIR", help="Rule set directory (with ruleset.yaml) or one pack file; "
+                            "default: the bundled rules.")
 
 
 def _pretty(resource: Any) -> str:
@@ -18,6 +24,7 @@ def _pretty(resource: Any) -> str:
 
 def _validate(resource: dict[str, Any], what: str) -> None:
     from ..fhir.validate import FhirLibraryMissing, validate_resource
+    from .commands import EXIT_PATIENT, EXIT_USAGE, Fail
 
     try:
         validate_resource(resource)
@@ -38,11 +45,12 @@ def fhir() -> None:
 
 
 @fhir.command("questionnaire")
-@_rules_option
+@RULES_OPTION
 @click.option("--validate", "check", is_flag=True, help="Also parse it with fhir.resources (needs cdss[fhir]).")
 def questionnaire_command(rules_path: Path | None, check: bool) -> None:
     """Write the R4 Questionnaire for the rule set (its url|version is what responses must name)."""
     from ..fhir.questionnaire import questionnaire
+    from .commands import load_rule_set
 
     resource = questionnaire(load_rule_set(rules_path).info)
     if check:
@@ -52,11 +60,12 @@ def questionnaire_command(rules_path: Path | None, check: bool) -> None:
 
 @fhir.command("response")
 @click.argument("file", metavar="FILE|-", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@_rules_option
+@RULES_OPTION
 def response_command(file: str, rules_path: Path | None) -> None:
     """Write a patient document as the completed QuestionnaireResponse that carries it."""
     from ..errors import PatientDataError
     from ..fhir.response import questionnaire_response_from_patient
+    from .commands import EXIT_PATIENT, Fail, _read_document, load_rule_set
     from .input import InputProblem, patient_problem
 
     rules = load_rule_set(rules_path)
@@ -76,6 +85,7 @@ def response_command(file: str, rules_path: Path | None) -> None:
                 type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 def validate_command(files: tuple[str, ...]) -> None:
     """Check FHIR resources (or a Bundle, e.g. from --format fhir) with fhir.resources; exit 1 if any is invalid."""
+    from .commands import EXIT_PATIENT, Fail, _read_document
     from .input import InputProblem
 
     for name in files:
