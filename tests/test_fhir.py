@@ -22,7 +22,7 @@ from cdss.errors import PatientDataError
 from cdss.fhir import (
     guidance_bundle, patient_from_questionnaire_response, questionnaire, questionnaire_response_from_patient,
 )
-from cdss.fhir.common import questionnaire_canonical
+from cdss.fhir.common import is_fhir_string, questionnaire_canonical
 from cdss.fhir.response import MAX_ITEMS
 from cdss.fhir.validate import validate_resource
 from cdss.fields import patient_fields
@@ -142,13 +142,17 @@ def test_every_example_patient_round_trips(path: Path) -> None:
     assert RULES.evaluate(response).to_json() == RULES.evaluate(patient).to_json()
 
 
-@given(valid_patients())
+def fhir_carriable(patient: dict[str, Any]) -> bool:
+    return "patient_id" not in patient or is_fhir_string(patient["patient_id"])
+
+
+@given(valid_patients().filter(fhir_carriable))
 def test_round_trip_is_the_identity_for_any_patient(patient: dict[str, Any]) -> None:
     response = questionnaire_response_from_patient(patient, RULES)
     assert patient_from_questionnaire_response(json.loads(json.dumps(response)), RULES) == patient
 
 
-@given(valid_patients())
+@given(valid_patients().filter(fhir_carriable))
 def test_a_response_evaluates_exactly_like_its_patient_document(patient: dict[str, Any]) -> None:
     response = questionnaire_response_from_patient(patient, RULES)
     assert RULES.evaluate(response).to_json() == RULES.evaluate(patient).to_json()
@@ -352,7 +356,7 @@ def test_every_example_result_is_a_valid_fhir_bundle(path: Path) -> None:
     assert [n["text"] for n in plan.get("note", [])] == result["plan"]["notes"]
 
 
-@given(patients_with_screening("incomplete"))
+@given(patients_with_screening("incomplete").filter(fhir_carriable))
 def test_never_success_while_red_flag_screening_is_incomplete(patient: dict[str, Any]) -> None:
     bundle = guidance_bundle(RULES.evaluate(patient).to_dict())
     guidance = bundle["entry"][0]["resource"]
@@ -459,3 +463,43 @@ def test_cli_validate_refuses_invalid_fhir(tmp_path: Path) -> None:
     path.write_text(json.dumps({"resourceType": "GuidanceResponse", "status": "success"}), encoding="utf-8")
     done = invoke("fhir", "validate", str(path))
     assert done.exit_code == 1 and "not valid FHIR R4" in done.stderr
+
+
+def test_cli_response_refuses_an_invalid_patient_document(tmp_path: Path) -> None:
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({"red_flags": {"significant_leg_weaknes": True}}), encoding="utf-8")
+    done = invoke("fhir", "response", str(path))
+    assert done.exit_code == 1 and done.stdout == ""
+    assert "$.red_flags.significant_leg_weaknes: expected one of the known keys" in done.stderr
+    assert "did you mean 'significant_leg_weakness'" in done.stderr
+
+
+def test_cli_help_lists_the_fhir_commands_and_format() -> None:
+    assert "fhir" in invoke("--help").output
+    helped = invoke("fhir", "--help").output
+    assert all(name in helped for name in ("questionnaire", "response", "validate"))
+    evaluate_help = invoke("evaluate", "--help").output
+    assert "--allow-in-progress" in evaluate_help and "fhir" in evaluate_help
+
+
+@given(valid_patients().filter(fhir_carriable))
+def test_every_produced_resource_is_valid_fhir_for_any_patient(patient: dict[str, Any]) -> None:
+    validate_resource(questionnaire_response_from_patient(patient, RULES))
+    validate_resource(guidance_bundle(RULES.evaluate(patient).to_dict()))
+
+
+@pytest.mark.parametrize("patient_id", ["", "\x0b", "\u2003", "a\x0cb"])
+def test_a_patient_id_fhir_cannot_carry_is_refused_never_dropped(patient_id: str) -> None:
+    patient = {"patient_id": patient_id, "back_pain": {"present": True}}
+    with pytest.raises(PatientDataError, match=r"^\$\.patient_id: expected text FHIR can carry"):
+        questionnaire_response_from_patient(patient, RULES)
+    with pytest.raises(PatientDataError, match=r"^\$\.patient_id: expected text FHIR can carry"):
+        guidance_bundle(RULES.evaluate(patient).to_dict())
+    reject(qr({"linkId": "patient_id", "answer": [{"valueString": patient_id}]}), "patient_id", "text FHIR can carry")
+    lines = "\n".join(json.dumps(d) for d in (patient, {"patient_id": "ok"})) + "\n"
+    done = invoke("evaluate", "--jsonl", "--format", "fhir", "-", input=lines)
+    assert done.exit_code == 1
+    first, second = [json.loads(line) for line in done.stdout.splitlines()]
+    assert first["error"]["path"] == "$.patient_id" and second["resourceType"] == "Bundle"
+    single = invoke("evaluate", "--format", "fhir", "-", input=json.dumps(patient))
+    assert single.exit_code == 1 and json.loads(single.stdout)["error"]["path"] == "$.patient_id"

@@ -92,11 +92,12 @@ class Evaluator:
             try:
                 assessment = self.rules.evaluate(with_fhir_options(document, self.rules, self.allow_in_progress),
                                                  trace=self.trace)
+                text = self.render(assessment)  # --format fhir may refuse a patient_id FHIR cannot carry
             except PatientDataError as error:
                 raise patient_problem(error, document) from None
         except InputProblem as problem:
             return error_record(name, number, problem), None, f"{name}:{number}"
-        return self.render(assessment), assessment.urgency, None
+        return text, assessment.urgency, None
 
     def chunk(self, lines: list[Line]) -> list[Output]:
         return [out for out in (self.line(*item) for item in lines) if out is not None]

@@ -318,6 +318,11 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
         document = _read_document(name)
         try:
             assessment = rules.evaluate(with_fhir_options(document, rules, allow_in_progress), trace=explain)
+            if fmt == "fhir":  # may refuse a patient_id FHIR cannot carry
+                from ..fhir.guidance import guidance_bundle
+                from ..result import compact
+
+                return compact(guidance_bundle(assessment.to_dict()))
         except PatientDataError as error:
             raise patient_problem(error, document) from None
     except InputProblem as problem:
@@ -328,11 +333,6 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
         from ..result import compact
 
         return compact(assessment.to_cds_hooks())
-    if fmt == "fhir":
-        from ..fhir.guidance import guidance_bundle
-        from ..result import compact
-
-        return compact(guidance_bundle(assessment.to_dict()))
     from .textreport import render_result
 
     return render_result(assessment.to_dict(), overrides=overrides, label=label)

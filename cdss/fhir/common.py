@@ -3,6 +3,7 @@ and the patient schema walked into Questionnaire-shaped nodes (groups and questi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -39,6 +40,16 @@ EXT_PHASE = f"{BASE}/StructureDefinition/exercise-phase"
 EXT_SIDE = f"{BASE}/StructureDefinition/side"
 EXT_QUESTION = f"{BASE}/StructureDefinition/question-reason"
 PATIENT_ID_SYSTEM = f"{BASE}/patient-id"
+
+
+FHIR_STRING = re.compile(r"[ \r\n\t\S]+")
+"""The FHIR R4 `string` datatype: not empty, and no whitespace other than space, tab and line breaks."""
+FHIR_STRING_EXPECTED = "text FHIR can carry (not empty; no whitespace but space, tab and line breaks)"
+
+
+def is_fhir_string(value: str) -> bool:
+    """Whether `value` is a valid FHIR string (a patient_id may be text FHIR cannot carry)."""
+    return FHIR_STRING.fullmatch(value) is not None
 
 
 def questionnaire_url(info: RuleSetInfo) -> str:

@@ -15,10 +15,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import PatientDataError, describe_value
 from ..result import RED_FLAG_PREFIX, canonical
 from .common import (
     BASE, EXT_PHASE, EXT_PLAN_STATUS, EXT_QUESTION, EXT_RULE, EXT_RULE_SET, EXT_SCREENING, EXT_SIDE, EXT_URGENCY,
-    PATIENT_ID_SYSTEM, rule_set_uri,
+    FHIR_STRING_EXPECTED, PATIENT_ID_SYSTEM, is_fhir_string, rule_set_uri,
 )
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{BASE}/resources")
@@ -58,12 +59,18 @@ def open_questions(result: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _subject(result: Mapping[str, Any]) -> dict[str, Any]:
     if "patient_id" in result:
+        if not is_fhir_string(result["patient_id"]):  # never drop an id silently: results could be mixed up
+            raise PatientDataError("$.patient_id", FHIR_STRING_EXPECTED, describe_value(result["patient_id"]),
+                                   "a FHIR resource cannot carry this patient_id")
         return {"identifier": {"system": PATIENT_ID_SYSTEM, "value": result["patient_id"]}}
     return {"display": "the patient assessed"}
 
 
 def guidance_bundle(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The FHIR R4 Bundle for one result document (`Assessment.to_dict()`)."""
+    """The FHIR R4 Bundle for one result document (`Assessment.to_dict()`).
+
+    Raises PatientDataError for a patient_id FHIR cannot carry (e.g. an empty string).
+    """
     key = canonical(result)
 
     def new_id(kind: str, index: int = 0) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 from ..errors import PatientDataError, describe_value
 from .common import (
-    LOINC, TRISTATE_CODINGS, UNKNOWN, Node, code_system_url, items_by_link_id, questionnaire_canonical,
-    schema_items,
+    FHIR_STRING_EXPECTED, LOINC, TRISTATE_CODINGS, UNKNOWN, Node, code_system_url, is_fhir_string, items_by_link_id,
+    questionnaire_canonical, schema_items,
 )
 
 MAX_ITEMS = 500
@@ -130,6 +130,8 @@ class _Reader:
             raise PatientDataError(at, _expected(node), _found(kind, value))
         if node.max_length is not None and len(value) > node.max_length:
             raise PatientDataError(at, _expected(node), f"a string of {len(value):,} characters")
+        if not is_fhir_string(value):
+            raise PatientDataError(at, FHIR_STRING_EXPECTED, describe_value(value))
         return value
 
 
@@ -258,6 +260,9 @@ def questionnaire_response_from_patient(patient: Mapping[str, Any], rules: Any =
     from ..patient import validate_patient
 
     document = validate_patient(patient)
+    if "patient_id" in document and not is_fhir_string(document["patient_id"]):
+        raise PatientDataError("$.patient_id", FHIR_STRING_EXPECTED, describe_value(document["patient_id"]),
+                               "a FHIR resource cannot carry this patient_id")
     return {
         "resourceType": "QuestionnaireResponse",
         "questionnaire": questionnaire_canonical(_rules_info(rules)),
