@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given
+from hypothesis import strategies as st
 
 import cdss
 from cdss.cli import cli
@@ -27,7 +28,9 @@ from cdss.fhir.response import MAX_ITEMS
 from cdss.fhir.validate import validate_resource
 from cdss.fields import patient_fields
 from tests.conftest import FIXTURES, ROOT
-from tests.strategies import ABSENT, get, patients_with_screening, put, red_flag_paths, valid_patients
+from tests.strategies import (
+    ABSENT, get, json_values, patients_with_screening, put, red_flag_paths, valid_patients,
+)
 
 EXAMPLES = sorted((ROOT / "examples" / "patients").glob("*.json"))
 RULES = cdss.load_rules()
@@ -503,3 +506,45 @@ def test_a_patient_id_fhir_cannot_carry_is_refused_never_dropped(patient_id: str
     assert first["error"]["path"] == "$.patient_id" and second["resourceType"] == "Bundle"
     single = invoke("evaluate", "--format", "fhir", "-", input=json.dumps(patient))
     assert single.exit_code == 1 and json.loads(single.stdout)["error"]["path"] == "$.patient_id"
+
+
+def subtrees(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON tree, as a path of keys and indexes."""
+    out = [path]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out += subtrees(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            out += subtrees(child, (*path, index))
+    return out
+
+
+def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    out = copy.copy(value)
+    out[path[0]] = replaced(value[path[0]], path[1:], new)
+    return out
+
+
+@st.composite
+def corrupted_responses(draw: st.DrawFn, json_only: bool) -> Any:
+    """A valid response with one subtree (or the whole) replaced by an arbitrary value."""
+    response = questionnaire_response_from_patient(draw(valid_patients().filter(fhir_carriable)), RULES)
+    return replaced(response, draw(st.sampled_from(subtrees(response))), draw(json_values(json_only)))
+
+
+@given(corrupted_responses(json_only=True) | corrupted_responses(json_only=False))
+def test_a_corrupted_response_is_a_patient_or_one_patient_data_error(resource: Any) -> None:
+    fhir = isinstance(resource, dict) and "resourceType" in resource  # else evaluate reads a plain document
+    try:
+        patient = patient_from_questionnaire_response(resource, RULES)
+    except PatientDataError as error:
+        assert error.path and error.expected and error.found
+        if fhir:
+            with pytest.raises(PatientDataError):
+                RULES.evaluate(resource)
+        return
+    assert fhir
+    assert RULES.evaluate(resource).to_json() == RULES.evaluate(patient).to_json()

@@ -80,7 +80,7 @@ class _Reader:
                 raise PatientDataError(at, "each linkId at most once", "it repeated",
                                        "one answer per question: merge the repeated items")
             self.seen.add(link_id)
-            unknown_keys = sorted(k for k in item if k not in ITEM_KEYS)
+            unknown_keys = sorted(str(k) for k in item if k not in ITEM_KEYS)
             if unknown_keys:
                 hint = ("a modifier extension changes the meaning of an answer and cdss cannot read it"
                         if "modifierExtension" in unknown_keys else None)
@@ -110,7 +110,7 @@ class _Reader:
         if "item" in answer:
             raise PatientDataError(at, "an answer without nested items", "items nested under the answer")
         values = [k for k in answer if k not in ANSWER_KEYS]
-        if len(values) != 1 or not values[0].startswith("value"):
+        if len(values) != 1 or not isinstance(values[0], str) or not values[0].startswith("value"):
             found = "no value" if not values else f"'{_shown(values[0])}'" if len(values) == 1 else "several values"
             raise PatientDataError(at, _expected(node), found)
         kind, value = values[0], answer[values[0]]
