@@ -11,6 +11,7 @@ Exit codes (also in `cdss --help` and the README):
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -47,7 +48,7 @@ Exit codes:
   4  internal error (a bug): one line; add --debug for the traceback
 """
 
-FORMATS = ("json", "text", "cds-hooks")
+FORMATS = ("json", "text", "cds-hooks", "fhir")
 
 
 # ---------------------------------------------------------------- errors
@@ -218,7 +219,8 @@ def _read_document(name: str) -> Any:
 @click.argument("files", nargs=-1, required=True, metavar="FILE|- ...",
                 type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="json: the result document; text: a readable summary; cds-hooks: a CDS Hooks response. "
+              help="json: the result document; text: a readable summary; cds-hooks: a CDS Hooks response; "
+                   "fhir: a FHIR R4 Bundle (GuidanceResponse, RequestGroup, CarePlan, ServiceRequests). "
                    "Default: text on a terminal, json otherwise.")
 @click.option("--explain", is_flag=True, help="Add the trace: every rule, fired or not, each condition with the value it saw.")
 @_rules_option
@@ -227,9 +229,14 @@ def _read_document(name: str) -> Any:
 @click.option("--jsonl", is_flag=True, help="Each FILE is JSON Lines (one patient per line); write one result per line.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --jsonl: evaluate in N processes (output order is kept).")
+@click.option("--allow-in-progress", is_flag=True,
+              help="Also evaluate FHIR QuestionnaireResponses whose status is in-progress (unfinished forms).")
 def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path: Path | None,
-             params: tuple[str, ...], jsonl: bool, workers: int) -> None:
+             params: tuple[str, ...], jsonl: bool, workers: int, allow_in_progress: bool) -> None:
     """Evaluate patient documents: one result per FILE (`-` reads stdin).
+
+    A FILE (or line) may also be a FHIR R4 QuestionnaireResponse to the Questionnaire of
+    `cdss fhir questionnaire` (recognised by its resourceType); see docs/FHIR.md.
 
     \b
     JSON output is always one compact document per line, in FILE order: a single
@@ -247,15 +254,16 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
     overrides = _parse_params(params)
     if jsonl:
         if fmt == "text":
-            raise Fail("--jsonl writes one JSON document per line: use --format json or cds-hooks", EXIT_USAGE)
+            raise Fail("--jsonl writes one JSON document per line: use --format json, cds-hooks or fhir", EXIT_USAGE)
         fmt = fmt or "json"
     else:
         if workers != 1:
             raise Fail("--workers applies to --jsonl batches only", EXIT_USAGE)
         if fmt is None:
             fmt = "text" if sys.stdout.isatty() else "json"
-    if explain and fmt == "cds-hooks":
-        raise Fail("--explain cannot be expressed in a CDS Hooks response: use --format json or text", EXIT_USAGE)
+    if explain and fmt in ("cds-hooks", "fhir"):
+        what = "a CDS Hooks response" if fmt == "cds-hooks" else "FHIR resources"
+        raise Fail(f"--explain cannot be expressed in {what}: use --format json or text", EXIT_USAGE)
     rules = load_rule_set(rules_path, overrides)
     if jsonl:
         from . import batch as cli_batch
@@ -270,7 +278,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
                         stream.close()
 
         code = cli_batch.run(inputs(), rules, out=_binary(sys.stdout), workers=workers,
-                             trace=explain, fmt=fmt, err=sys.stderr)
+                             trace=explain, fmt=fmt, err=sys.stderr, allow_in_progress=allow_in_progress)
         sys.stdout.flush()
         if code:
             raise click.exceptions.Exit(code)
@@ -279,7 +287,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
     for index, name in enumerate(files):
         try:
             text = _evaluate_one(name, rules, fmt=fmt, explain=explain, overrides=overrides,
-                                 label=name if len(files) > 1 else None)
+                                 label=name if len(files) > 1 else None, allow_in_progress=allow_in_progress)
         except _InputFailure as failure:
             failed = True
             click.echo(f"cdss: error: {name}: {failure.problem.message}", err=True)
@@ -302,14 +310,19 @@ class _InputFailure(Exception):
 
 
 def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrides: dict[str, str],
-                  label: str | None) -> str:
-    from .input import InputProblem, patient_problem
+                  label: str | None, allow_in_progress: bool = False) -> str:
+    from .input import InputProblem, patient_problem, with_fhir_options
     from ..errors import PatientDataError
 
     try:
         document = _read_document(name)
         try:
-            assessment = rules.evaluate(document, trace=explain)
+            assessment = rules.evaluate(with_fhir_options(document, rules, allow_in_progress), trace=explain)
+            if fmt == "fhir":  # may refuse a patient_id FHIR cannot carry
+                from ..fhir.guidance import guidance_bundle
+                from ..result import compact
+
+                return compact(guidance_bundle(assessment.to_dict()))
         except PatientDataError as error:
             raise patient_problem(error, document) from None
     except InputProblem as problem:
@@ -494,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     cli.main(args=list(argv) if argv is not None else None, prog_name="cdss")
     raise SystemExit(0)  # pragma: no cover - click exits itself
 
+
+cli.add_command(importlib.import_module(".fhir", __package__).fhir)  # cdss fhir ... (cdss/cli/fhir.py: click only)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
