@@ -35,6 +35,7 @@ _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
 TEMPLATES_DIR = _HERE / "templates"
 MAX_DOCUMENT_BYTES = 1024 * 1024
+DRAIN_LIMIT = 16 * MAX_DOCUMENT_BYTES  # read and discarded at most, to answer 413 rather than reset
 """Same cap as the command line: a patient document is a few hundred bytes."""
 
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -267,10 +268,18 @@ class Pages:
         if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
             return _too_large()
         raw = bytearray()
+        received = 0
         async for chunk in request.stream():
+            received += len(chunk)
+            if received > MAX_DOCUMENT_BYTES:
+                # Keep reading (and discarding) a bounded amount, so a client still sending its body
+                # gets the 413 instead of a connection reset; past DRAIN_LIMIT the connection is dropped.
+                if received > DRAIN_LIMIT:
+                    break
+                continue
             raw.extend(chunk)
-            if len(raw) > MAX_DOCUMENT_BYTES:
-                return _too_large()
+        if received > MAX_DOCUMENT_BYTES:
+            return _too_large()
         try:
             document = parse_document(bytes(raw))
         except InputProblem as problem:
