@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_PATIENT = 1
+EXIT_STRICT = 1  # validate/audit --strict: a warning, finding or unverified quote
+EXIT_FAILED = 1  # cdss test: a scenario expectation failed; cdss diff: the version did not move as semver says
 EXIT_USAGE = 2
 EXIT_RULES = 3
 EXIT_INTERNAL = 4
@@ -42,6 +44,9 @@ Exit codes:
   1  a patient document is invalid (the message names the JSON path,
      what was expected and what was found); in a --jsonl batch: at
      least one line was invalid (every other line was still evaluated)
+  1  (validate/audit --strict) a warning, finding or unverified quote;
+     (test) a scenario failed; (diff) the version did not move as
+     semver requires
   2  usage error
   3  the rule files are invalid (file:line:col: rule-id: message)
   4  internal error (a bug): one line; add --debug for the traceback
@@ -332,39 +337,50 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
 @click.argument("paths", nargs=-1, metavar="[PATH...]", type=click.Path(allow_dash=True, exists=True))
 @click.option("--patients", is_flag=True,
               help="The PATHs are patient JSON documents (or directories of *.json, or - for stdin), not rules.")
-@click.option("--fail-on-warning", is_flag=True, help="Rules: treat warnings (draft rules, unused parameters...) as errors.")
-def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> None:
+@click.option("--strict", "--fail-on-warning", "strict", is_flag=True,
+              help="Rules: exit 1 on any warning (draft rules, unused parameters, a YAML file not listed in packs...) "
+                   "or when quotes cannot be verified (no source declared).")
+def validate(paths: tuple[str, ...], patients: bool, strict: bool) -> None:
     """Check rule sets / packs (default: the bundled rules), or patient documents.
 
     \b
-    Rules: every problem is printed as `file:line:col: rule-id: message`; exit 3
-    if any error (or any warning with --fail-on-warning), else 0.
+    Rules: every problem is printed as `file:line:col: rule-id: message`; every
+    quote is checked verbatim against the sources ruleset.yaml declares. Exit 3
+    if any error; with --strict, exit 1 if any warning or if quotes are not
+    verified; else 0.
     Patients (--patients): every invalid document is printed as
     `file: $.path: expected ..., found ...`; exit 1 if any is invalid, else 0.
     """
     if patients:
         _validate_patients(paths)
         return
-    from ..loader import collect
+    from ..evidence import NO_SOURCE
+    from ..loader import _display, collect
     from ..resources import rules_dir
 
-    failed = False
+    failed = unsure = False
     for path in paths or (None,):
         loaded, problems = collect(path)
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity != "error"]
         for problem in problems:
             click.echo(problem.format())
-        shown = path if path is not None else f"{rules_dir()} (bundled)"
+        shown = path if path is not None else f"{_display(rules_dir())} (bundled)"
         if errors or loaded is None:
             failed = True
             verdict = f"INVALID: {len(errors)} error{'s' if len(errors) != 1 else ''}"
+            quotes = ""
         else:
-            failed = failed or (fail_on_warning and bool(warnings))
+            unsure = unsure or bool(warnings) or not loaded.sources
             verdict = f"ok, {len(loaded.rules)} rules in {len(loaded.packs)} pack{'s' if len(loaded.packs) != 1 else ''}"
-        click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}", err=True)
+            quotes = (f"; {len(loaded.rules)} quotes verified against "
+                      f"{', '.join(_display(s.path) for s in loaded.sources)}" if loaded.sources else f"; {NO_SOURCE}")
+        click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}{quotes}", err=True)
     if failed:
         raise click.exceptions.Exit(EXIT_RULES)
+    if strict and unsure:
+        click.echo("cdss: --strict: failing on the warnings / unverified quotes above", err=True)
+        raise click.exceptions.Exit(EXIT_STRICT)
 
 
 def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
