@@ -29,7 +29,7 @@ from ..loader import GUIDANCE, MANIFEST
 from ..model import GuidanceItem, Origin, Pack, Parameter, Rule, resolve_bound
 from ..resources import rules_dir, schemas_dir
 from ..result import render
-from ..scenarios import Scenario
+from ..scenarios import Scenario, mismatches
 from ..yaml_source import YamlDocument, YamlProblem, load_yaml
 
 if TYPE_CHECKING:
@@ -688,6 +688,11 @@ def _findings(rules: RuleSet, scenarios: Sequence[Scenario] | None, source_text:
                     out.append(_finding("scenario-unknown-rule", "problem",
                                         f"scenario '{s.name}' names rule '{rule_id}', which is not in the rule set",
                                         ctx.where(Origin(s.file, s.line))))
+        for s in scenarios:  # a scenario the rules do not meet is a failing test, not coverage
+            for m in mismatches(s, rules):
+                if not m.found.startswith("no such rule"):  # reported above as scenario-unknown-rule
+                    out.append(_finding("scenario-fails", "problem", f"scenario '{s.name}' fails: {m}",
+                                        ctx.where(Origin(s.file, s.line_of(m.key))), [r for r in known if f"'{r}'" in m.what]))
 
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(out, key=lambda f: (order[f.severity], f.file or "", f.line or 0, f.kind))
