@@ -519,9 +519,11 @@ def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path |
 
 def _register() -> None:
     """Commands defined in their own modules (one line each, so parallel work merges cleanly)."""
+    from .diff import diff_command
     from .test import test_command
 
     cli.add_command(test_command)
+    cli.add_command(diff_command)
 
 
 _register()
