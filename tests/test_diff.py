@@ -69,7 +69,7 @@ def test_against_a_previous_git_revision_of_this_repository(monkeypatch: pytest.
 
 def test_against_the_working_tree_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     if not _has_revision("HEAD"):
-        pytest.skip("not a git clone with history: the revision form is covered with copies above")  # noqa: PT
+        pytest.skip("not a git clone with history: the revision form is covered with copies above")
     monkeypatch.chdir(ROOT)
     result = invoke("diff", "HEAD~1")
     assert result.exit_code in (0, 1), result.output

@@ -102,3 +102,19 @@ def test_audit_reports_a_wrong_scenario_as_a_problem(wrong: tuple[Path, int, int
     strict = invoke("audit", "--strict", "--scenarios", str(directory))
     assert strict.exit_code == 1
     assert invoke("audit", "--strict").exit_code == 0
+
+
+def test_pre_commit_hooks_run_strict_validation_and_the_scenarios() -> None:
+    import shlex
+
+    import yaml
+
+    hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))}
+    assert set(hooks) == {"cdss-validate", "cdss-test"}
+    for hook in hooks.values():
+        assert hook["language"] == "python" and hook["pass_filenames"] is False
+        program, *args = shlex.split(hook["entry"])
+        assert program == "cdss"
+        result = invoke(*args, *(["--rules", str(ROOT / "rules")] if args[0] == "test" else [str(ROOT / "rules")]))
+        assert result.exit_code == 0, (hook["id"], result.output)
+    assert "--strict" in hooks["cdss-validate"]["entry"]
