@@ -124,6 +124,14 @@ def test_wording_only_needs_a_patch_and_everything_is_escaped(copy: Path) -> Non
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; tingling" in html
 
 
+def test_pack_metadata_is_a_patch_and_a_minor_bump_covers_it(copy: Path) -> None:
+    _set(copy / "escalation.yaml", "    name: Pending clinical sign-off", "    name: Dr A. Reviewer")
+    _set(copy / "ruleset.yaml", "version: 1.0.1", "version: 1.1.0")
+    report = diff(cdss.load_rules(ROOT / "rules").loaded, cdss.load_rules(copy).loaded)
+    assert [(c.kind, c.subject, c.bump) for c in report.changes] == [("pack-metadata", "escalation", "patch")]
+    assert report.ok and report.actual == "minor"
+
+
 def test_no_change_is_no_change(monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("diff", str(ROOT / "rules"), str(ROOT / "rules"))
     assert result.exit_code == 0

@@ -11,8 +11,10 @@ Semver policy for a rule set (docs/RULE-LANGUAGE.md, "Versions"):
 - major: a rule retired or removed; a rule's condition, urgency, indicator, category or
   priority changed; a parameter removed, its default or bounds changed; a pack removed;
 - minor: a rule or parameter added; a rule's outputs, quote, section, guidance ids or other
-  rule keys (e.g. relations) changed; the guidance catalogue changed;
-- patch: wording only (titles, rationale, parameter descriptions) and the evidence files
+  keys of a rule, pack or the manifest (e.g. relations between rules) changed; the guidance
+  catalogue changed;
+- patch: wording only (titles, rationale, parameter descriptions), pack metadata (reviewer,
+  status, dates) and the evidence files
   (sources declared or their text changed: quotes are re-verified, results do not change).
 """
 
@@ -233,6 +235,7 @@ def diff(old: LoadedRules, new: LoadedRules, *, old_label: str = "OLD", new_labe
                              old, new, old_params, new_params)
 
     out += _parameter_changes(old, new)
+    out += _structure_changes(old, new)
     out += _guidance_changes(old, new)
     out += _source_changes(old, new)
     return result
@@ -289,6 +292,16 @@ def _rule_lines(rule: Rule, params: dict[str, Any], loaded: LoadedRules) -> tupl
 def _raw_rules(loaded: LoadedRules) -> dict[str, dict[str, Any]]:
     """Every rule of every pack as written (retired ones included), by id: for keys the loader
     does not model (relations...) and for the status of rules it drops."""
+    out: dict[str, dict[str, Any]] = {}
+    for data in _raw_packs(loaded).values():
+        for raw in data.get("rules") or ():
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                out[raw["id"]] = raw
+    return out
+
+
+def _raw_packs(loaded: LoadedRules) -> dict[str, dict[str, Any]]:
+    """Every loaded pack file as written, by pack id."""
     from ..yaml_source import YamlProblem, load_yaml
 
     out: dict[str, dict[str, Any]] = {}
@@ -300,10 +313,50 @@ def _raw_rules(loaded: LoadedRules) -> dict[str, dict[str, Any]]:
                     data = load_yaml(candidate).data
                 except (YamlProblem, OSError):
                     break
-                for raw in data.get("rules") or ():
-                    if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-                        out[raw["id"]] = raw
+                if isinstance(data, dict):
+                    out[pack.id] = data
                 break
+    return out
+
+
+def _raw_manifest(loaded: LoadedRules) -> dict[str, Any]:
+    from ..loader import MANIFEST
+    from ..yaml_source import YamlProblem, load_yaml
+
+    path = loaded.root / MANIFEST if loaded.root.is_dir() else loaded.root.parent / MANIFEST
+    try:
+        data = load_yaml(path).data if path.is_file() else {}
+    except (YamlProblem, OSError):
+        return {}
+    spec = data.get("rule_set") if isinstance(data, dict) else None
+    return spec if isinstance(spec, dict) else {}
+
+
+_MANIFEST_HANDLED = {"id", "title", "version", "description", "packs", "guidance", "inventory", "sources"}
+_PACK_HANDLED = {"pack", "parameters", "rules"}
+
+
+def _structure_changes(old: LoadedRules, new: LoadedRules) -> list[Change]:
+    """Keys of the manifest and of the packs that no other comparison covers (e.g. relations between
+    rules, wherever they are declared): minor; a pack's metadata (reviewer, status, dates): patch."""
+    out: list[Change] = []
+    a, b = _raw_manifest(old), _raw_manifest(new)
+    for key in sorted((a.keys() | b.keys()) - _MANIFEST_HANDLED):
+        if a.get(key) != b.get(key):
+            out.append(Change("rule-set-" + key, key, "minor", f"rule set: {key} changed",
+                              _yaml_lines(a.get(key)), _yaml_lines(b.get(key)), "ruleset.yaml"))
+    old_packs, new_packs = _raw_packs(old), _raw_packs(new)
+    for pid in sorted(old_packs.keys() & new_packs.keys()):
+        pa, pb = old_packs[pid], new_packs[pid]
+        for key in sorted((pa.keys() | pb.keys()) - _PACK_HANDLED):
+            if pa.get(key) != pb.get(key):
+                out.append(Change("pack-" + key, pid, "minor", f"pack '{pid}': {key} changed",
+                                  _yaml_lines(pa.get(key)), _yaml_lines(pb.get(key))))
+        ma = {k: v for k, v in (pa.get("pack") or {}).items() if k != "version"}
+        mb = {k: v for k, v in (pb.get("pack") or {}).items() if k != "version"}
+        if ma != mb:
+            out.append(Change("pack-metadata", pid, "patch", f"pack '{pid}': metadata changed (title, status, authors, "
+                              "reviewer, dates or source)", _yaml_lines(ma), _yaml_lines(mb)))
     return out
 
 
