@@ -167,12 +167,12 @@ def mismatches(scenario: Scenario, rules: RuleSet) -> list[Mismatch]:
             out.append(Mismatch(key, what, repr(wanted), repr(got)))
 
     known = {r.id for r in rules.rules}
-    for key in ("fired", "not_fired"):
-        for rule_id in expect.get(key, ()):
+    for kind in ("fired", "not_fired"):
+        for rule_id in expect.get(kind, ()):
             if rule_id not in known:
                 from .loader import nearest
 
-                out.append(Mismatch(f"{key}:{rule_id}", f"rule '{rule_id}'", "a rule of the rule set",
+                out.append(Mismatch(f"{kind}:{rule_id}", f"rule '{rule_id}'", "a rule of the rule set",
                                     f"no such rule{nearest(rule_id, known)}"))
     if "urgency" in expect:
         differ("urgency", "urgency", expect["urgency"], result["urgency"])

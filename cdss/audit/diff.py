@@ -199,7 +199,6 @@ def materialize(spec: str, workdir: Path, *, default_path: str = "rules", cwd: P
 
 def diff(old: LoadedRules, new: LoadedRules, *, old_label: str = "OLD", new_label: str = "NEW") -> RuleSetDiff:
     """Every change in meaning from `old` to `new`, most serious first within each kind of subject."""
-    _ROOTS[:] = [new.root if new.root.is_dir() else new.root.parent, old.root if old.root.is_dir() else old.root.parent]
     result = RuleSetDiff(Side(old_label, old.info.id, old.info.version, old.info.digest),
                          Side(new_label, new.info.id, new.info.version, new.info.digest))
     out = result.changes
@@ -242,20 +241,16 @@ def diff(old: LoadedRules, new: LoadedRules, *, old_label: str = "OLD", new_labe
 
 
 def _at(rule: Rule) -> str:
-    """`rules/pack.yaml:LINE`: the file relative to the rule-set directory's parent (no temporary paths)."""
+    """`rules/pack.yaml:LINE`: the file relative to its rule-set directory's parent (no temporary paths)."""
     return _short(rule.where.file) + (f":{rule.where.line}" if rule.where.line else "")
 
 
-_ROOTS: list[Path] = []  # the rule-set directories being compared, set by diff()
-
-
 def _short(file: str) -> str:
+    """A rule file's path from the directory holding its rule set (`rules/escalation.yaml`)."""
     path = Path(file).resolve()
-    for root in _ROOTS:
-        try:
-            return str(path.relative_to(root.resolve().parent))
-        except ValueError:
-            continue
+    for parent in path.parents:
+        if (parent / "ruleset.yaml").is_file():
+            return str(path.relative_to(parent.parent))
     return file
 
 
@@ -414,10 +409,10 @@ def _param_line(p: Any) -> str:
 
 def _parameter_changes(old: LoadedRules, new: LoadedRules) -> list[Change]:
     out: list[Change] = []
-    for name, p in old.parameters.items():
+    for name, gone in old.parameters.items():
         if name not in new.parameters:
-            out.append(Change("parameter-removed", name, "major", f"parameter '{name}' was removed", (_param_line(p),), (),
-                              f"{_short(p.where.file)}:{p.where.line}"))
+            out.append(Change("parameter-removed", name, "major", f"parameter '{name}' was removed", (_param_line(gone),), (),
+                              f"{_short(gone.where.file)}:{gone.where.line}"))
     for name, q in new.parameters.items():
         where = f"{_short(q.where.file)}:{q.where.line}"
         p = old.parameters.get(name)
