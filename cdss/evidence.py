@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 NO_SOURCE = "quotes not verified: no source declared (add `sources:` to ruleset.yaml)"
@@ -30,6 +31,7 @@ class SourceDocument:
         return self.path.name
 
 
+@lru_cache(maxsize=16)  # the loader asks once per rule of the same text
 def headings(source_text: str) -> tuple[str, ...]:
     """The section headings of the source, in order: lines standing alone between blank lines
     that do not end with a full stop (the first is the document's title)."""
