@@ -82,10 +82,12 @@ def test_an_unknown_rule_gets_the_nearest_name(tmp_path: Path) -> None:
 
 def test_an_invalid_scenario_file_is_exit_3_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text("scenarios:\n  - name: no expectation\n    patient: {}\n", encoding="utf-8")
+    path.write_text("scenarios:\n  - name: no expectation\n    patient: {}\n  - name: bad\n    patient: {}\n"
+                    "    expect: {urgency: soon}\n", encoding="utf-8")
     result = invoke("test", str(path))
     assert result.exit_code == 3
-    assert f"{path}:2:" in result.stderr
+    assert f"{path}:2:" in result.stderr and f"{path}:6:" in result.stderr  # every problem, each at its line
+    assert "2 problems in the scenario files" in result.stderr and "cdss validate" not in result.stderr
 
 
 def test_no_scenarios_beside_a_rule_set_is_a_usage_error() -> None:

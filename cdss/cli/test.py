@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .commands import EXIT_CODES_HELP, EXIT_FAILED, EXIT_USAGE, Fail, _rules_option, load_rule_set
+from .commands import EXIT_CODES_HELP, EXIT_FAILED, EXIT_RULES, EXIT_USAGE, Fail, _rules_option, load_rule_set
 
 
 @click.command("test", epilog=EXIT_CODES_HELP)
@@ -31,6 +31,7 @@ def test_command(paths: tuple[Path, ...], rules_path: Path | None, fmt: str) -> 
     (scenarios passed / failed) goes to stderr in text form.
     """
     from ..audit.build import default_scenarios_dir
+    from ..errors import RuleFileError
     from ..loader import _display
     from ..scenarios import load_scenario_files, mismatches, scenario_files
 
@@ -44,7 +45,13 @@ def test_command(paths: tuple[Path, ...], rules_path: Path | None, fmt: str) -> 
     files = scenario_files(paths)
     if not files:
         raise Fail(f"no *.yaml scenario files in {', '.join(map(str, paths))}", EXIT_USAGE)
-    scenarios = load_scenario_files(files)  # invalid scenario files: RuleFileError, exit 3 with file:line
+    try:
+        scenarios = load_scenario_files(files)
+    except RuleFileError as error:  # every problem of every scenario file, then exit 3
+        for problem in error.problems:
+            click.echo(problem.format(), err=True)
+        raise Fail(f"{len(error.problems)} problem{'s' if len(error.problems) != 1 else ''} in the scenario files "
+                   "(schema: cdss schema scenario)", EXIT_RULES) from None
     failures: list[dict[str, Any]] = []
     failed_scenarios = 0
     for scenario in scenarios:
