@@ -170,7 +170,7 @@ def to_markdown(audit: Audit) -> str:
     L += [f"> A result belongs to this rulebook only if its `rule_set.digest` is `{audit.digest}`.", ""]
     rows = [("Rule set", f"`{audit.rule_set_id}`"), ("Title", audit.title), ("Version", audit.version),
             ("Digest", f"`{audit.digest}`"), ("cdss version", audit.cdss_version), ("Source", _source_line(audit)),
-            ("Source file given", f"yes: `{audit.source_file}`" if audit.source_given else "no (none declared in ruleset.yaml): quotes and sections not checked"),
+            ("Quotes checked against", f"`{audit.source_file}`" if audit.source_given else "nothing: no source declared in ruleset.yaml or given; quotes and sections not checked"),
             ("Scenario files", f"`{audit.scenarios_dir}` ({audit.scenario_count} scenarios)"
              if audit.scenarios_dir else "none given")]
     L += _md_table(["", ""], rows + _counts_line(audit))
@@ -553,8 +553,9 @@ def to_html(audit: Audit) -> str:
     cited = f"<em>{_e(audit.source_title)}</em>"
     if audit.source_cited_files:
         cited += f" (<code>{_e(', '.join(audit.source_cited_files))}</code>)"
-    source_given = (f'<span class="ok">yes</span>: <code>{_e(audit.source_file)}</code>' if audit.source_given
-                    else '<span class="bad">no</span>: quotes and sections not checked')
+    source_given = (f'<code>{_e(audit.source_file)}</code>' if audit.source_given
+                    else '<span class="bad">nothing</span>: no source declared in ruleset.yaml or given; '
+                         'quotes and sections not checked')
     quotes_cls = "good" if audit.source_given and not c["quotes_not_found"] else ("bad" if c["quotes_not_found"] else "")
     out.append('<ul class="stats">'
                + _stat(c["rules"], f"rules in {c['packs']} packs")
@@ -572,7 +573,7 @@ def to_html(audit: Audit) -> str:
     out.append(_kv([
         ("Rule set", f"<code>{_e(audit.rule_set_id)}</code>"), ("Version", _e(audit.version)),
         ("cdss version", _e(audit.cdss_version)), ("Source", cited),
-        ("Source file given", source_given),
+        ("Quotes checked against", source_given),
         ("Scenario files", f"<code>{_e(audit.scenarios_dir)}</code> ({audit.scenario_count} scenarios)"
          if audit.scenarios_dir else "none given"),
     ]))
