@@ -141,7 +141,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cdss: clinical guidance as auditable, executable data.
 
     Evaluate patient documents against the rule set (the bundled one, or --rules DIR),
-    check rule files and patient documents, and read the rules and the JSON Schemas.
+    check rule files and patient documents, run scenario files (test), compare two
+    versions of a rule set (diff), and read the rules and the JSON Schemas.
     cdss supports, never replaces, clinical judgement.
     """
     ctx.ensure_object(dict)

@@ -15,7 +15,7 @@ from .commands import EXIT_CODES_HELP, EXIT_FAILED, EXIT_USAGE, Fail, rule_file_
 
 @click.command("diff", epilog=EXIT_CODES_HELP)
 @click.argument("old", metavar="OLD")
-@click.argument("new", metavar="NEW", required=False, default=None)
+@click.argument("new", metavar="[NEW]", required=False, default=None)
 @click.option("--format", "fmt", type=click.Choice(("markdown", "html")), default="markdown", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
               help="Write the report here instead of stdout.")
