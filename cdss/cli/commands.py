@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_PATIENT = 1
+EXIT_STRICT = 1  # validate/audit --strict: a warning, finding or unverified quote
+EXIT_FAILED = 1  # cdss test: a scenario expectation failed; cdss diff: the version did not move as semver says
 EXIT_USAGE = 2
 EXIT_RULES = 3
 EXIT_INTERNAL = 4
@@ -43,6 +45,9 @@ Exit codes:
   1  a patient document is invalid (the message names the JSON path,
      what was expected and what was found); in a --jsonl batch: at
      least one line was invalid (every other line was still evaluated)
+  1  (validate/audit --strict) a warning, finding or unverified quote;
+     (test) a scenario failed; (diff) the version did not move as
+     semver requires
   2  usage error
   3  the rule files are invalid (file:line:col: rule-id: message)
   4  internal error (a bug): one line; add --debug for the traceback
@@ -137,7 +142,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cdss: clinical guidance as auditable, executable data.
 
     Evaluate patient documents against the rule set (the bundled one, or --rules DIR),
-    check rule files and patient documents, and read the rules and the JSON Schemas.
+    check rule files and patient documents, run scenario files (test), compare two
+    versions of a rule set (diff), and read the rules and the JSON Schemas.
     cdss supports, never replaces, clinical judgement.
     """
     ctx.ensure_object(dict)
@@ -345,39 +351,50 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
 @click.argument("paths", nargs=-1, metavar="[PATH...]", type=click.Path(allow_dash=True, exists=True))
 @click.option("--patients", is_flag=True,
               help="The PATHs are patient JSON documents (or directories of *.json, or - for stdin), not rules.")
-@click.option("--fail-on-warning", is_flag=True, help="Rules: treat warnings (draft rules, unused parameters...) as errors.")
-def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> None:
+@click.option("--strict", "--fail-on-warning", "strict", is_flag=True,
+              help="Rules: exit 1 on any warning (draft rules, unused parameters, a YAML file not listed in packs...) "
+                   "or when quotes cannot be verified (no source declared).")
+def validate(paths: tuple[str, ...], patients: bool, strict: bool) -> None:
     """Check rule sets / packs (default: the bundled rules), or patient documents.
 
     \b
-    Rules: every problem is printed as `file:line:col: rule-id: message`; exit 3
-    if any error (or any warning with --fail-on-warning), else 0.
+    Rules: every problem is printed as `file:line:col: rule-id: message`; every
+    quote is checked verbatim against the sources ruleset.yaml declares. Exit 3
+    if any error; with --strict, exit 1 if any warning or if quotes are not
+    verified; else 0.
     Patients (--patients): every invalid document is printed as
     `file: $.path: expected ..., found ...`; exit 1 if any is invalid, else 0.
     """
     if patients:
         _validate_patients(paths)
         return
-    from ..loader import collect
+    from ..evidence import NO_SOURCE
+    from ..loader import _display, collect
     from ..resources import rules_dir
 
-    failed = False
+    failed = unsure = False
     for path in paths or (None,):
         loaded, problems = collect(path)
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity != "error"]
         for problem in problems:
             click.echo(problem.format())
-        shown = path if path is not None else f"{rules_dir()} (bundled)"
+        shown = path if path is not None else f"{_display(rules_dir())} (bundled)"
         if errors or loaded is None:
             failed = True
             verdict = f"INVALID: {len(errors)} error{'s' if len(errors) != 1 else ''}"
+            quotes = ""
         else:
-            failed = failed or (fail_on_warning and bool(warnings))
+            unsure = unsure or bool(warnings) or not loaded.sources
             verdict = f"ok, {len(loaded.rules)} rules in {len(loaded.packs)} pack{'s' if len(loaded.packs) != 1 else ''}"
-        click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}", err=True)
+            quotes = (f"; {len(loaded.rules)} quotes verified against "
+                      f"{', '.join(_display(s.path) for s in loaded.sources)}" if loaded.sources else f"; {NO_SOURCE}")
+        click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}{quotes}", err=True)
     if failed:
         raise click.exceptions.Exit(EXIT_RULES)
+    if strict and unsure:
+        click.echo("cdss: --strict: failing on the warnings / unverified quotes above", err=True)
+        raise click.exceptions.Exit(EXIT_STRICT)
 
 
 def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
@@ -464,42 +481,66 @@ def schema(name: str) -> None:
 # ---------------------------------------------------------------- audit
 
 
-@cli.command()
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--source", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The source document, to check every quote against it.")
+              help="Check every quote against this document instead of the sources ruleset.yaml declares.")
 @click.option("--format", "fmt", type=click.Choice(("markdown", "html")), default="markdown", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
               help="Write the rulebook here instead of stdout.")
 @_rules_option
 @click.option("--scenarios", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Scenario directory (default: the bundled examples/scenarios for the bundled rules; "
-                   "with --rules, whatever cdss.audit finds beside the rule set).")
-def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path | None, scenarios: Path | None) -> None:
-    """Write the rulebook: every rule with its source, parameters and the scenarios that exercise it."""
+              help="Scenario directory (default: examples/scenarios beside the rule set, as for the bundled rules); "
+                   "a scenario the rules do not meet is a problem.")
+@click.option("--strict", is_flag=True, help="Exit 1 if there is any problem or warning, or quotes are not verified.")
+def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path | None, scenarios: Path | None,
+          strict: bool) -> None:
+    """Write the rulebook: every rule with its source, parameters and the scenarios that exercise it.
+
+    \b
+    The counts of findings go to stderr. Exit 0 whatever the findings (the
+    rulebook lists them), unless --strict: then exit 1 on any problem or
+    warning, or when quotes are not verified (notes ask a reviewer to confirm
+    something intended and never fail).
+    """
     from .. import audit as audit_module
-    from ..resources import examples_dir
 
     rule_set = load_rule_set(rules_path)
-    if scenarios is None and rules_path is None:  # the bundled rules: the bundled scenarios
-        try:
-            candidate: Path | None = examples_dir() / "scenarios"
-        except FileNotFoundError:
-            candidate = None
-        scenarios = candidate if candidate is not None and candidate.is_dir() else None
     try:
-        text = audit_module.rulebook(rule_set, source=source, fmt=fmt, scenarios=scenarios)
+        data = audit_module.prepare(rule_set, source=source, scenarios=scenarios)
     except UnicodeDecodeError:
         raise Fail(f"--source {source}: not UTF-8 text; give the source document as UTF-8", EXIT_USAGE) from None
     except OSError as error:
         raise Fail(f"--source {source}: cannot read it ({error.strerror or error})", EXIT_USAGE) from None
+    text = audit_module.to_html(data) if fmt == "html" else audit_module.to_markdown(data)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
-    click.echo(f"cdss: wrote {output}", err=True)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
+        click.echo(f"cdss: wrote {output}", err=True)
+    c = data.counts
+    quotes = (f"{c['quotes_found']} of {c['rules']} quotes found verbatim" if data.source_given
+              else "quotes not verified: no source declared")
+    click.echo(f"cdss: audit: {c['findings_problem']} problem{'s' if c['findings_problem'] != 1 else ''}, "
+               f"{c['findings_warning']} warning{'s' if c['findings_warning'] != 1 else ''}, "
+               f"{c['findings_note']} note{'s' if c['findings_note'] != 1 else ''}; {quotes}", err=True)
+    if strict and (c["findings_problem"] or c["findings_warning"] or c["quotes_not_found"] or not data.source_given):
+        click.echo("cdss: --strict: failing on the findings above", err=True)
+        raise click.exceptions.Exit(EXIT_STRICT)
+
+
+def _register() -> None:
+    """Commands defined in their own modules (one line each, so parallel work merges cleanly)."""
+    from .diff import diff_command
+    from .test import test_command
+
+    cli.add_command(test_command)
+    cli.add_command(diff_command)
+
+
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
