@@ -162,19 +162,6 @@ def condition_shape(condition: Any, params: Mapping[str, Any], units: Mapping[st
 # ================================================================ the pages
 
 
-def declared_source(rules: RuleSet) -> Path | None:
-    """The source document the rule set cites, if it sits beside the rule files (else None)."""
-    for pack in rules.loaded.packs:
-        name = pack.metadata.get("source", {}).get("file")
-        if not name or Path(name).name != name:  # a bare file name only, never a path out of the rule set
-            continue
-        for base in (rules.root, rules.root.parent):
-            candidate = base / name
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 @cache
 def _environment() -> jinja2.Environment:
     import jinja2
@@ -210,7 +197,7 @@ class Pages:
         from ..resources import schema
 
         self.rules = rules
-        self.source = source if source is not None else declared_source(rules)
+        self.source = source  # None: the sources the rule set declares (cdss.audit.rulebook)
         self.sections = form_sections(schema("patient"))
         self.static = _static_files()
         info = rules.info
@@ -306,8 +293,8 @@ def _too_large() -> JSONResponse:
 def router(rules: RuleSet, *, source: Path | None = None) -> APIRouter:
     """The pages for one rule set: `/`, `/rulebook`, `/static/<name>`, `POST /try/evaluate`.
 
-    `source`: the source document the rulebook checks quotes against; by default the file
-    the rule set cites, when it sits beside the rule files.
+    `source`: the source document the rulebook checks quotes against; by default the sources
+    the rule set declares in its ruleset.yaml.
     """
     pages = Pages(rules, source)
     api = APIRouter()
