@@ -497,3 +497,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from .serve import serve as _serve  # noqa: E402 - issue 11: `cdss serve` (imports the web stack lazily)
+from .feedback import feedback as _feedback  # noqa: E402 - issue 11: `cdss feedback report`
+
+cli.add_command(_serve)
+cli.add_command(_feedback)
