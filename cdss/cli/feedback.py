@@ -22,7 +22,8 @@ def feedback() -> None:
 def report(db_path: Path | None, fmt: str) -> None:
     """Overrides per rule, most overridden first, with the override reasons and counts."""
     from ..service.config import DEFAULT_FEEDBACK_DB
-    from ..service.feedback import FeedbackStore, StoreError, render_text, report as summarise
+    from ..service.feedback import FeedbackStore, StoreError, render_text
+    from ..service.feedback import report as summarise
 
     path = db_path or Path(DEFAULT_FEEDBACK_DB)
     if not path.is_file():

@@ -474,7 +474,7 @@ def _timestamp(value: Any) -> bool:
     if not isinstance(value, str) or not value:
         return False
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
     except ValueError:
         return False
     return True

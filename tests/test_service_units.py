@@ -1,0 +1,122 @@
+"""The service's parts that a running server cannot be made to show: a failing evaluation (must be a 500,
+never an empty card list), configuration errors, `cdss serve` refusing to start, the insecure warning,
+and two workers sharing one replay cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+import cdss
+from cdss.cli import cli
+from cdss.errors import EngineError
+from cdss.ruleset import RuleSet
+from cdss.service import create_app, load_config
+from cdss.service.config import ConfigError, ServiceConfig
+
+from .service_helpers import ISS, Keys, Server, hook_request, token
+
+RULES = cdss.load_rules()
+SERVICE = RULES.info.id
+
+
+class _Failing(RuleSet):
+    """A rule set whose evaluation fails as a broken engine would."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(RULES.loaded)
+        self._error = error
+
+    def evaluate(self, patient: Any, *, trace: bool = False) -> Any:
+        raise self._error
+
+
+@pytest.mark.parametrize("error", [EngineError("durable-rules fired rules that do not exist"), RuntimeError("boom")])
+def test_a_failed_evaluation_is_500_and_never_an_empty_card_list(tmp_path: Path, error: Exception) -> None:
+    app = create_app(_Failing(error), ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    with TestClient(app) as client:
+        response = client.post(f"/cds-services/{SERVICE}", json=hook_request({"red_flags": {}}))
+    assert response.status_code == 500
+    assert "cards" not in response.json() and "not an all-clear" in response.json()["message"]
+
+
+def test_the_web_pages_router_is_optional(tmp_path: Path) -> None:
+    app = create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3", web_pages=True))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "audience_base_url is required"),
+    ('audience_base_url = "https://cds.example.org"', "no [[issuers]]"),
+    ('audience_base_url = "cds.example.org"\n', "absolute http(s) URL"),
+    ('audience_base_url = "https://cds.example.org"\n[[issuers]]\niss = "x"\n', "give jwks_file and/or jku"),
+    ('audience_base_url = "https://cds.example.org"\n[[issuers]]\niss = "x"\njwks_file = "missing.json"\n', "cannot read"),
+    ('cors_origins = ["*"]\n', "'*' is refused"),
+    ('colour = "blue"\n', "unknown setting(s) colour"),
+    ("this is = not toml [", "not valid TOML"),
+])
+def test_config_errors_name_the_setting(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "service.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert message in str(raised.value)
+
+
+def test_a_private_key_in_the_jwks_file_is_refused(tmp_path: Path) -> None:
+    keys = Keys()
+    jwks = keys.jwks()
+    jwks["keys"][0]["d"] = "private"
+    (tmp_path / "k.json").write_text(json.dumps(jwks))
+    (tmp_path / "s.yaml").write_text(f"audience_base_url: https://cds.example.org\nissuers:\n- iss: {ISS}\n  jwks_file: k.json\n")
+    with pytest.raises(ConfigError, match="PRIVATE key"):
+        load_config(tmp_path / "s.yaml")
+
+
+def test_serve_refuses_to_start_without_auth_configuration() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "audience_base_url is required" in result.output and "--insecure-no-auth" in result.output
+
+
+def test_feedback_report_without_a_database_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["feedback", "report", "--db", str(tmp_path / "none.sqlite3")])
+    assert result.exit_code == 2 and "no such feedback database" in result.output
+
+
+def test_two_workers_without_auth_warn_at_start_and_answer(tmp_path: Path) -> None:
+    server = Server(["--workers", "2", "--insecure-no-auth"], tmp_path)
+    try:
+        patient = {"red_flags": {"significant_leg_weakness": True}}
+        responses = [httpx.post(f"{server.base}/cds-services/{SERVICE}", json=hook_request(patient)) for _ in range(8)]
+        assert [r.json() for r in responses] == [RULES.evaluate(patient).to_cds_hooks()] * 8
+        assert "WARNING: authentication is OFF" in server.stderr()
+        assert (tmp_path / "cdss-feedback.sqlite3").exists()  # the default, in the working directory
+    finally:
+        server.stop()
+
+
+def test_two_workers_share_the_replay_cache(tmp_path: Path) -> None:
+    keys = Keys()
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    from .service_helpers import free_port
+
+    port = free_port()
+    (tmp_path / "s.json").write_text(json.dumps({"audience_base_url": f"http://127.0.0.1:{port}",
+                                                 "issuers": [{"iss": ISS, "jwks_file": "jwks.json"}]}))
+    server = Server(["--workers", "2", "--config", str(tmp_path / "s.json")], tmp_path, port=port)
+    try:
+        url = f"{server.base}/cds-services"
+        bearer = token(keys, url)
+        statuses = [httpx.get(url, headers={"Authorization": f"Bearer {bearer}"}, timeout=10).status_code for _ in range(6)]
+        assert statuses == [200] + [401] * 5  # new connections: uvicorn's workers take turns accepting them
+        assert "WARNING" not in server.stderr()
+    finally:
+        server.stop()
