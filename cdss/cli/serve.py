@@ -90,5 +90,6 @@ def serve(rules_path: Path | None, host: str, port: int, workers: int, config_pa
     os.environ[ENV_CONFIG] = str(config_path) if config_path is not None else ""
     os.environ[ENV_INSECURE] = "1" if insecure_no_auth else "0"
     os.environ[ENV_PARAMS] = json.dumps(overrides)
-    uvicorn.run("cdss.service.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_config=log_config(), access_log=False, server_header=False)
+    from ..service.workers import run_workers
+
+    run_workers(host=host, port=port, workers=workers, log_config=log_config())
