@@ -23,8 +23,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,15 +34,15 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from generate import patients  # noqa: E402
+from generate import patients
 
-import cdss  # noqa: E402
-from tests.service_helpers import ISS, Keys, Server, free_port, hook_request, token  # noqa: E402
+import cdss
+from tests.service_helpers import ISS, Keys, Server, free_port, hook_request, token
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_evaluate(documents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     documents = patients(count, seed=11)
     keys = Keys()
     result: dict[str, Any] = {
-        "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "requests_per_configuration": count,
         "evaluate": bench_evaluate(documents),
