@@ -120,3 +120,12 @@ def test_two_workers_share_the_replay_cache(tmp_path: Path) -> None:
         assert "WARNING" not in server.stderr()
     finally:
         server.stop()
+
+
+def test_an_unexpected_failure_outside_evaluation_is_a_json_500(tmp_path: Path) -> None:
+    app = create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    app.state.store.close()  # the feedback database goes away under the running app
+    with TestClient(app) as client:
+        response = client.post(f"/cds-services/{SERVICE}/feedback", json={"feedback": [
+            {"card": "0b7b4e1a-5b1f-5f1e-9c51-0a6c1f7b2e11", "outcome": "accepted", "outcomeTimestamp": "2026-11-27T01:00:00Z"}]})
+    assert response.status_code == 500 and response.json()["error"] == "internal-error"

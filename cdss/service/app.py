@@ -134,7 +134,10 @@ class BodyLimit:
 
 
 class AccessLog:
-    """One line per request: hookInstance, service, status, latency. Never a path, a body or a header."""
+    """One line per request: hookInstance, service, status, latency. Never a path, a body or a header.
+
+    Also the last guard: an unexpected exception becomes a JSON 500 here and is logged by type only, so
+    neither Starlette nor uvicorn prints a traceback whose message could quote request data."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -147,14 +150,24 @@ class AccessLog:
         status = 500
         scope.setdefault("state", {})
 
+        started_response = False
+
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as error:  # noqa: BLE001 - answered here so no traceback (it may quote request data) is logged
+            log.error("internal error: %s (no details logged: they may hold request data)", type(error).__name__)
+            if not started_response:
+                start, body = _json_error(500, "internal-error", "internal error in cdss; nothing was evaluated. "
+                                          "This is a bug: please report it.")
+                await sending(start)
+                await send(body)
         finally:
             state = scope.get("state", {})
             access_log.info("hookInstance=%s service=%s status=%d latency_ms=%.2f", state.get("hook_instance", "-"),
@@ -343,12 +356,6 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
         return JSONResponse({"error": code, "message": str(error.detail)}, status_code=error.status_code)
-
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, error: Exception) -> JSONResponse:
-        log.error("internal error: %s (no details logged: they may hold request data)", type(error).__name__)
-        return JSONResponse({"error": "internal-error", "message": "internal error in cdss; nothing was evaluated. "
-                             "This is a bug: please report it."}, status_code=500)
 
     @app.get("/healthz", summary="Liveness: the rule set is loaded")
     async def healthz() -> dict[str, Any]:
