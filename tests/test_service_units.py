@@ -5,6 +5,7 @@ and two workers sharing one replay cache."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,43 @@ def test_an_unexpected_failure_outside_evaluation_is_a_json_500(tmp_path: Path) 
         response = client.post(f"/cds-services/{SERVICE}/feedback", json={"feedback": [
             {"card": "0b7b4e1a-5b1f-5f1e-9c51-0a6c1f7b2e11", "outcome": "accepted", "outcomeTimestamp": "2026-11-27T01:00:00Z"}]})
     assert response.status_code == 500 and response.json()["error"] == "internal-error"
+
+
+def test_with_a_fhir_adapter_the_questionnaire_response_is_used_and_advertised(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until cdss.fhir (issue 10) merges, a stand-in with its documented signature shows the wiring."""
+    import types
+
+    seen: list[Any] = []
+
+    def patient_from_questionnaire_response(doc: Any, rules: Any) -> Any:
+        seen.append(doc["id"])
+        if doc["id"] == "bad":
+            raise cdss.PatientDataError("item[linkId=red_flags.significant_leg_weakness]", "a LOINC answer", "a string")
+        return {"red_flags": {"significant_leg_weakness": True}}
+
+    monkeypatch.setitem(sys.modules, "cdss.fhir", types.SimpleNamespace(
+        patient_from_questionnaire_response=patient_from_questionnaire_response))
+    app = create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    qr = {"resourceType": "QuestionnaireResponse", "id": "qr-1", "subject": {"reference": "Patient/p-1"}}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": qr}]}
+    expected = RULES.evaluate({"red_flags": {"significant_leg_weakness": True}}).to_cds_hooks()
+    with TestClient(app) as client:
+        service = client.get("/cds-services").json()["services"][0]
+        assert "questionnaireResponse" in service["prefetch"]
+        for value in (qr, bundle):
+            response = client.post(f"/cds-services/{SERVICE}", json=hook_request(value, patient_id="p-1",
+                                                                               key="questionnaireResponse"))
+            assert response.json() == expected
+        other = client.post(f"/cds-services/{SERVICE}", json=hook_request(qr, patient_id="p-2", key="questionnaireResponse"))
+        assert other.status_code == 400 and other.json()["error"] == "patient-mismatch"
+        bad = client.post(f"/cds-services/{SERVICE}", json=hook_request({**qr, "id": "bad"}, patient_id="p-1",
+                                                                         key="questionnaireResponse"))
+        assert bad.status_code == 400 and bad.json()["path"] == "item[linkId=red_flags.significant_leg_weakness]"
+        empty = client.post(f"/cds-services/{SERVICE}", json=hook_request({"resourceType": "Bundle", "entry": []},
+                                                                           patient_id="p-1", key="questionnaireResponse"))
+        assert empty.status_code == 412
+        both = hook_request(qr, patient_id="p-1", key="questionnaireResponse")
+        both["prefetch"]["cdssPatient"] = {}
+        assert client.post(f"/cds-services/{SERVICE}", json=both).json()["error"] == "ambiguous-prefetch"
+    assert seen == ["qr-1", "qr-1", "bad"]

@@ -389,10 +389,11 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         _field(context, "$.context", "userId", "a non-empty string", _nonempty_str)
         _field(body, "$", "fhirServer", "a URL string", _nonempty_str, required=False)
         prefetch = _field(body, "$", "prefetch", "an object", lambda v: isinstance(v, dict), required=False) or {}
-        document = _patient_document(prefetch, patient_id)
-        return _evaluate(document)
+        document, key = _patient_document(prefetch, patient_id)
+        return _evaluate(document, key)
 
-    def _patient_document(prefetch: dict[str, Any], patient_id: str) -> Any:
+    def _patient_document(prefetch: dict[str, Any], patient_id: str) -> tuple[Any, str]:
+        """The patient document and the prefetch key it came from, or a 400 / 412."""
         has_patient = prefetch.get(PATIENT_KEY) is not None
         has_qr = prefetch.get(QR_KEY) is not None
         if has_patient and has_qr:
@@ -405,7 +406,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
                                      "the answers may belong to another patient; nothing was evaluated",
                                      path=f"$.prefetch.{PATIENT_KEY}.patient_id", expected="the same id as context.patientId",
                                      found="a different id")
-            return document
+            return document, PATIENT_KEY
         if has_qr:
             if fhir_adapter is None:
                 raise RequestProblem(412, "fhir-unsupported", f"prefetch.{QR_KEY} was sent, but this server was installed "
@@ -419,18 +420,22 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
                                      path=f"$.prefetch.{QR_KEY}.subject.reference", expected=f"Patient/{patient_id}"[:80],
                                      found="a different reference")
             try:
-                return fhir_adapter(resource, rules)
+                return fhir_adapter(resource, rules), QR_KEY
             except PatientDataError as error:
                 raise _patient_problem(error, QR_KEY) from None
+            except CdssError as error:  # whatever else the FHIR adapter refuses: still the caller's data
+                raise RequestProblem(400, "invalid-patient", f"prefetch.{QR_KEY}: {' '.join(str(error).split())[:300]}",
+                                     document=f"$.prefetch.{QR_KEY}", path=getattr(error, "path", None),
+                                     expected=getattr(error, "expected", None), found=getattr(error, "found", None)) from None
         keys = f"prefetch.{PATIENT_KEY}" + (f" or prefetch.{QR_KEY}" if fhir_adapter is not None else "")
         raise RequestProblem(412, "prefetch-missing", f"no {keys} in the request (or it was null): this service cannot "
                              "fetch the answers from the FHIR server, so it has nothing to evaluate")
 
-    def _evaluate(document: Any) -> Response:
+    def _evaluate(document: Any, key: str) -> Response:
         try:
             assessment = rules.evaluate(document)
         except PatientDataError as error:
-            raise _patient_problem(error, PATIENT_KEY) from None
+            raise _patient_problem(error, key) from None
         except CdssError as error:
             log.error("evaluation failed: %s", type(error).__name__)
             raise RequestProblem(500, "evaluation-failed", "the rule engine failed; no cards could be computed. "

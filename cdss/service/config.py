@@ -137,7 +137,7 @@ def load_config(path: str | Path | None, *, auth: bool = True) -> ServiceConfig:
     values: dict[str, Any] = {"auth": auth}
     if "audience_base_url" in data:
         values["audience_base_url"] = _url(f"{path}: audience_base_url", data["audience_base_url"]).rstrip("/")
-    issuers = []
+    issuers: list[Issuer] = []
     raw_issuers = data.get("issuers", [])
     if not isinstance(raw_issuers, list):
         raise ConfigError(f"{path}: issuers: expected a list of tables ([[issuers]] in TOML)")

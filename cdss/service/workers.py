@@ -37,7 +37,7 @@ def run_workers(*, host: str, port: int, workers: int, log_config: dict[str, Any
     sock = config.bind_socket()
     try:
         if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.30
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
+            Multiprocess(config, target=server.run, sockets=[sock]).run()  # type: ignore[call-arg]
         else:
             Multiprocess(config, sockets=[sock]).run()
     except KeyboardInterrupt:
