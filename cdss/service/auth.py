@@ -49,6 +49,13 @@ class Verifier:
         self._config = config
         self._replay = replay
         self._jku_clients: dict[str, PyJWKClient] = {}
+        self._file_keys: dict[tuple[str, str], Any] = {}  # (iss, kid) -> key object, built once (not per request)
+        for issuer in config.issuers:
+            for jwk in (issuer.jwks or {}).get("keys", []):
+                try:
+                    self._file_keys[(issuer.iss, jwk["kid"])] = PyJWK(jwk).key
+                except jwt.PyJWTError:
+                    pass  # refused with a reason when a token names it
 
     def _key(self, issuer: Issuer, header: dict[str, Any]) -> Any:
         kid = header["kid"]
@@ -58,6 +65,9 @@ class Verifier:
                 raise AuthError(f"jku {_short(jku)} is not on the allowlist of issuer {_short(issuer.iss)}")
             urls: tuple[str, ...] = (jku,)
         elif issuer.jwks is not None:
+            cached = self._file_keys.get((issuer.iss, kid))
+            if cached is not None:
+                return cached
             for jwk in issuer.jwks["keys"]:
                 if jwk.get("kid") == kid:
                     try:
