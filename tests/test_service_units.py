@@ -170,3 +170,19 @@ def test_with_a_fhir_adapter_the_questionnaire_response_is_used_and_advertised(t
         both["prefetch"]["cdssPatient"] = {}
         assert client.post(f"/cds-services/{SERVICE}", json=both).json()["error"] == "ambiguous-prefetch"
     assert seen == ["qr-1", "qr-1", "bad"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_a_usage_error_not_exit_3(tmp_path: Path, workers: str) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-c", "from cdss.cli import main; main()", "serve", "--insecure-no-auth",
+                               "--port", str(port), "--workers", workers], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"could not start on 127.0.0.1:{port}" in done.stderr

@@ -8,8 +8,10 @@ configuration fails before the port opens; with more workers uvicorn starts each
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +86,8 @@ def serve(rules_path: Path | None, host: str, port: int, workers: int, config_pa
             app: Any = create_app(rules, config)
         except StoreError as error:
             raise Fail(str(error), EXIT_USAGE) from None
-        uvicorn.run(app, host=host, port=port, log_config=log_config(), access_log=False, server_header=False)
+        with _startup_failure(host, port):
+            uvicorn.run(app, host=host, port=port, log_config=log_config(), access_log=False, server_header=False)
         return
     os.environ[ENV_RULES] = str(rules_path) if rules_path is not None else ""
     os.environ[ENV_CONFIG] = str(config_path) if config_path is not None else ""
@@ -92,4 +95,17 @@ def serve(rules_path: Path | None, host: str, port: int, workers: int, config_pa
     os.environ[ENV_PARAMS] = json.dumps(overrides)
     from ..service.workers import run_workers
 
-    run_workers(host=host, port=port, workers=workers, log_config=log_config())
+    with _startup_failure(host, port):
+        run_workers(host=host, port=port, workers=workers, log_config=log_config())
+
+
+@contextlib.contextmanager
+def _startup_failure(host: str, port: int) -> Iterator[None]:
+    """uvicorn exits 3 when it cannot bind; 3 means "invalid rule files" here, so say what happened, exit 2."""
+    try:
+        yield
+    except SystemExit as error:
+        if error.code in (0, None):
+            raise
+        raise Fail(f"the server could not start on {host}:{port} (uvicorn's message is above: is the port in use?)",
+                   EXIT_USAGE) from None
