@@ -499,8 +499,8 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-from .serve import serve as _serve  # noqa: E402 - issue 11: `cdss serve` (imports the web stack lazily)
-from .feedback import feedback as _feedback  # noqa: E402 - issue 11: `cdss feedback report`
+from .feedback import feedback as _feedback  # issue 11: `cdss feedback report`
+from .serve import serve as _serve  # issue 11: `cdss serve` (imports the web stack only when run)
 
 cli.add_command(_serve)
 cli.add_command(_feedback)
