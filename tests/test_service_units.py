@@ -100,6 +100,9 @@ def test_two_workers_without_auth_warn_at_start_and_answer(tmp_path: Path) -> No
         assert [r.json() for r in responses] == [RULES.evaluate(patient).to_cds_hooks()] * 8
         assert "WARNING: authentication is OFF" in server.stderr()
         assert (tmp_path / "cdss-feedback.sqlite3").exists()  # the default, in the working directory
+        preflight = httpx.options(f"{server.base}/cds-services", headers={
+            "Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers  # no cors_origins: no CORS at all
     finally:
         server.stop()
 
