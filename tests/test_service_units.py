@@ -189,3 +189,47 @@ def test_a_port_in_use_is_a_usage_error_not_exit_3(tmp_path: Path, workers: str)
                               text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert f"could not start on 127.0.0.1:{port}" in done.stderr
+
+
+def test_keys_from_an_allowlisted_jku_url(tmp_path: Path) -> None:
+    """A client that publishes its JWK Set at a URL: the jku header must be on the allowlist, then the key is fetched."""
+    import http.server
+    import threading
+
+    from cdss.service.config import Issuer
+
+    keys = Keys()
+    payload = json.dumps(keys.jwks()).encode()
+
+    class JwksHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = (200, payload) if self.path == "/jwks.json" else (404, b"{}")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    jwks_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
+    threading.Thread(target=jwks_server.serve_forever, daemon=True).start()
+    jku = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
+    try:
+        config = ServiceConfig(audience_base_url="https://cds.example.org", issuers=(Issuer(ISS, None, (jku,)),),
+                               feedback_db=tmp_path / "f.sqlite3")
+        with TestClient(create_app(RULES, config)) as client:
+            def status(bearer: str) -> Any:
+                return client.get("/cds-services", headers={"Authorization": f"Bearer {bearer}"})
+
+            aud = "https://cds.example.org/cds-services"
+            assert status(token(keys, aud, headers={"jku": jku})).status_code == 200
+            assert status(token(keys, aud)).status_code == 200  # no jku header: the issuer's configured URL
+            assert status(token(keys, aud, alg="ES384", kid="ehr-ec-1", headers={"jku": jku})).status_code == 200
+            other = status(token(keys, aud, headers={"jku": jku.replace("jwks.json", "other.json")}))
+            assert other.status_code == 401 and "not on the allowlist" in other.json()["message"]
+            unknown = status(token(keys, aud, kid="rotated-away", headers={"jku": jku}))
+            assert unknown.status_code == 401 and "no usable key" in unknown.json()["message"]
+    finally:
+        jwks_server.shutdown()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -334,12 +335,16 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     app.state.rules = rules
     app.state.config = config
 
-    def authenticate(request: Request) -> None:
+    async def authenticate(request: Request) -> None:
         if verifier is None:
             return
         audience = f"{config.audience_base_url}{request.url.path}"
+        authorization = request.headers.get("authorization")
         try:
-            verifier.verify(request.headers.get("authorization"), audience)
+            if verifier.may_fetch(authorization):  # a JWK Set fetch must not stall every other request
+                await run_in_threadpool(verifier.verify, authorization, audience)
+            else:
+                verifier.verify(authorization, audience)
         except AuthError as error:
             raise RequestProblem(401, "unauthorized", error.reason) from None
 
@@ -365,7 +370,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     @app.get("/cds-services", summary="CDS Hooks discovery")
     async def cds_services(request: Request) -> Response:
         request.state.service = "discovery"
-        authenticate(request)
+        await authenticate(request)
         return Response(discovery, media_type="application/json")
 
     @app.post("/cds-services/{service_id}", summary="Call the patient-view service",
@@ -375,7 +380,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
                   "prefetch": {PATIENT_KEY: {"red_flags": {"significant_leg_weakness": True}}}}}}}})
     async def call_service(service_id: str, request: Request) -> Response:
         request.state.service = service_id if service_id == info.id else "-"
-        authenticate(request)
+        await authenticate(request)
         service_or_404(service_id)
         body = parse_json(await request.body())
         if not isinstance(body, dict):
@@ -455,7 +460,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     @app.post("/cds-services/{service_id}/feedback", summary="Card outcomes (accepted / overridden)")
     async def feedback(service_id: str, request: Request) -> dict[str, Any]:
         request.state.service = f"{service_id}/feedback" if service_id == info.id else "-"
-        authenticate(request)
+        await authenticate(request)
         service_or_404(service_id)
         items = _feedback_items(parse_json(await request.body()), config.store_user_comments)
         stored = store.record_feedback(service_id, items)

@@ -88,6 +88,18 @@ class Verifier:
                 last = str(error)
         raise AuthError(f"no usable key with kid {_short(kid)} at the JWK Set URL of issuer {_short(issuer.iss)} ({last})")
 
+    def may_fetch(self, authorization: str | None) -> bool:
+        """Whether verifying this token may fetch a JWK Set over the network (then the app runs it off the event loop)."""
+        if not authorization or not self._jku_clients and not any(i.jku for i in self._config.issuers):
+            return False
+        try:
+            header = jwt.get_unverified_header(authorization.partition(" ")[2].strip())
+        except jwt.PyJWTError:
+            return False
+        if header.get("jku") is not None:
+            return True
+        return any(i.jwks is None and i.jku for i in self._config.issuers)
+
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """The verified claims of the bearer token, or AuthError; `audience` is the exact URL called."""
         if not authorization:
