@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -401,10 +402,14 @@ def test_logs_hold_no_patient_data_only_the_access_fields(server: Server, keys: 
     assert _call(server, keys, bad).status_code == 400
     assert _call(server, keys, hook_request({"patient_id": SECRET_PATIENT_ID}, patient_id=SECRET_PATIENT_ID,
                                             hook_instance=hook_instance)).status_code == 200
+    expected = f"hookInstance={hook_instance} service={SERVICE} status=200 latency_ms="
+    deadline = time.monotonic() + 10  # the line is written just after the response is sent
+    while expected not in server.stderr() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = server.stderr()
     assert SECRET_PATIENT_ID not in log and SECRET_COMMENT not in log
     assert "Practitioner/example" not in log and "red_flags" not in log
-    assert f"hookInstance={hook_instance} service={SERVICE} status=200 latency_ms=" in log
+    assert expected in log
     access = [line for line in log.splitlines() if "cdss.service.access" in line]
     assert access and all(line.split(": ", 1)[1].split(" ")[0].startswith("hookInstance=") for line in access)
     assert "status=401" in log and "status=413" in log and "status=412" in log

@@ -18,12 +18,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import math
 import os
-import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +35,8 @@ from ..ruleset import RuleSet
 from .auth import AuthError, Verifier
 from .config import ServiceConfig, load_config
 from .feedback import FeedbackStore
+from .middleware import AccessLog, BodyLimit
+from .requests import RequestProblem, feedback_items, field, is_uuid, kind, nonempty_str, parse_json, patient_problem
 
 HOOK = "patient-view"
 PATIENT_KEY = "cdssPatient"
@@ -46,221 +44,6 @@ QR_KEY = "questionnaireResponse"
 QR_PREFETCH = "QuestionnaireResponse?subject={{context.patientId}}&status=completed&_sort=-authored&_count=1"
 
 log = logging.getLogger("cdss.service")
-access_log = logging.getLogger("cdss.service.access")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class RequestProblem(Exception):
-    """An HTTP error answer: status, a machine code, a message for a person, and optional fields."""
-
-    def __init__(self, status: int, code: str, message: str, **fields: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.fields = {k: v for k, v in fields.items() if v is not None}
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if self.status == 401 else None
-        return JSONResponse({"error": self.code, "message": self.message, **self.fields}, status_code=self.status,
-                            headers=headers)
-
-
-# ---------------------------------------------------------------- ASGI middlewares
-
-
-def _json_error(status: int, code: str, message: str) -> tuple[Message, Message]:
-    body = json.dumps({"error": code, "message": message}).encode()
-    return ({"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]},
-            {"type": "http.response.body", "body": body})
-
-
-class BodyLimit:
-    """413 for a request body over `limit` bytes, by Content-Length or by counting, before any parsing."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > self.limit:
-                    await self._refuse(send)
-                    return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        start, body = _json_error(413, "too-large", f"request body over {self.limit // 1024} KiB; a CDS Hooks request "
-                                  "with one patient document is far smaller")
-        await send(start)
-        await send(body)
-
-
-class AccessLog:
-    """One line per request: hookInstance, service, status, latency. Never a path, a body or a header.
-
-    Also the last guard: an unexpected exception becomes a JSON 500 here and is logged by type only, so
-    neither Starlette nor uvicorn prints a traceback whose message could quote request data."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        scope.setdefault("state", {})
-
-        started_response = False
-
-        async def sending(message: Message) -> None:
-            nonlocal status, started_response
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started_response = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        except Exception as error:  # noqa: BLE001 - answered here so no traceback (it may quote request data) is logged
-            log.error("internal error: %s (no details logged: they may hold request data)", type(error).__name__)
-            if not started_response:
-                start, body = _json_error(500, "internal-error", "internal error in cdss; nothing was evaluated. "
-                                          "This is a bug: please report it.")
-                await sending(start)
-                await send(body)
-        finally:
-            state = scope.get("state", {})
-            access_log.info("hookInstance=%s service=%s status=%d latency_ms=%.2f", state.get("hook_instance", "-"),
-                            state.get("service", "-"), status, (time.perf_counter() - started) * 1000)
-
-
-# ---------------------------------------------------------------- request parsing
-
-
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(f"duplicate key '{key[:40]}' in one object (the second would silently replace the first)")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise _Duplicate(f"{name} is not allowed (use null for an unknown value)")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Duplicate("a number too large to represent")
-    return value
-
-
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON (no NaN, no duplicate keys), like the CLI; RequestProblem 400 with line and column."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RequestProblem(400, "invalid-json", "the request body is not UTF-8 text", path="$",
-                             expected="UTF-8 JSON", found="bytes that are not UTF-8") from None
-    if not text.strip():
-        raise RequestProblem(400, "invalid-json", "empty request body: expected a JSON object", path="$",
-                             expected="a JSON object", found="empty input")
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
-    except json.JSONDecodeError as error:
-        found = f"{error.msg} at line {error.lineno}, column {error.colno}"
-        raise RequestProblem(400, "invalid-json", f"not valid JSON: {found}", path="$", expected="valid JSON",
-                             found=found) from None
-    except (_Duplicate, ValueError, RecursionError) as error:
-        found = str(error)[:200] if not isinstance(error, RecursionError) else "JSON nested too deeply"
-        raise RequestProblem(400, "invalid-json", f"not valid JSON: {found}", path="$", expected="valid JSON",
-                             found=found) from None
-
-
-def _kind(value: Any) -> str:
-    from ..errors import describe_value
-
-    return describe_value(value)
-
-
-def _field(document: Any, path: str, key: str, expected: str, check: Callable[[Any], bool], *,
-           required: bool = True) -> Any:
-    where = f"{path}.{key}"
-    if key not in document:
-        if required:
-            raise RequestProblem(400, "invalid-request", f"{where}: expected {expected}, found nothing (it is required)",
-                                 path=where, expected=expected, found="missing")
-        return None
-    value = document[key]
-    if not check(value):
-        found = _kind(value)
-        raise RequestProblem(400, "invalid-request", f"{where}: expected {expected}, found {found}", path=where,
-                             expected=expected, found=found)
-    return value
-
-
-def _is_uuid(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _nonempty_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-# ---------------------------------------------------------------- the app
 
 
 def _fhir_adapter() -> Callable[[Any, RuleSet], Any] | None:
@@ -384,16 +167,16 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         service_or_404(service_id)
         body = parse_json(await request.body())
         if not isinstance(body, dict):
-            raise RequestProblem(400, "invalid-request", f"$: expected a CDS Hooks request object, found {_kind(body)}",
-                                 path="$", expected="a JSON object", found=_kind(body))
-        hook_instance = _field(body, "$", "hookInstance", "a UUID string", _is_uuid)
+            raise RequestProblem(400, "invalid-request", f"$: expected a CDS Hooks request object, found {kind(body)}",
+                                 path="$", expected="a JSON object", found=kind(body))
+        hook_instance = field(body, "$", "hookInstance", "a UUID string", is_uuid)
         request.state.hook_instance = hook_instance
-        _field(body, "$", "hook", f"'{HOOK}'", lambda v: v == HOOK)
-        context = _field(body, "$", "context", "an object", lambda v: isinstance(v, dict))
-        patient_id = _field(context, "$.context", "patientId", "a non-empty string", _nonempty_str)
-        _field(context, "$.context", "userId", "a non-empty string", _nonempty_str)
-        _field(body, "$", "fhirServer", "a URL string", _nonempty_str, required=False)
-        prefetch = _field(body, "$", "prefetch", "an object", lambda v: isinstance(v, dict), required=False) or {}
+        field(body, "$", "hook", f"'{HOOK}'", lambda v: v == HOOK)
+        context = field(body, "$", "context", "an object", lambda v: isinstance(v, dict))
+        patient_id = field(context, "$.context", "patientId", "a non-empty string", nonempty_str)
+        field(context, "$.context", "userId", "a non-empty string", nonempty_str)
+        field(body, "$", "fhirServer", "a URL string", nonempty_str, required=False)
+        prefetch = field(body, "$", "prefetch", "an object", lambda v: isinstance(v, dict), required=False) or {}
         document, key = _patient_document(prefetch, patient_id)
         return _evaluate(document, key)
 
@@ -427,7 +210,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
             try:
                 return fhir_adapter(resource, rules), QR_KEY
             except PatientDataError as error:
-                raise _patient_problem(error, QR_KEY) from None
+                raise patient_problem(error, QR_KEY) from None
             except CdssError as error:  # whatever else the FHIR adapter refuses: still the caller's data
                 raise RequestProblem(400, "invalid-patient", f"prefetch.{QR_KEY}: {' '.join(str(error).split())[:300]}",
                                      document=f"$.prefetch.{QR_KEY}", path=getattr(error, "path", None),
@@ -440,7 +223,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         try:
             assessment = rules.evaluate(document)
         except PatientDataError as error:
-            raise _patient_problem(error, key) from None
+            raise patient_problem(error, key) from None
         except CdssError as error:
             log.error("evaluation failed: %s", type(error).__name__)
             raise RequestProblem(500, "evaluation-failed", "the rule engine failed; no cards could be computed. "
@@ -462,7 +245,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         request.state.service = f"{service_id}/feedback" if service_id == info.id else "-"
         await authenticate(request)
         service_or_404(service_id)
-        items = _feedback_items(parse_json(await request.body()), config.store_user_comments)
+        items = feedback_items(parse_json(await request.body()), config.store_user_comments)
         stored = store.record_feedback(service_id, items)
         return {"stored": stored}
 
@@ -479,60 +262,6 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         if web is not None:
             app.include_router(web)
     return app
-
-
-def _patient_problem(error: PatientDataError, key: str) -> RequestProblem:
-    """The CLI's path / expected / found, for the document under prefetch.<key>."""
-    return RequestProblem(400, "invalid-patient", f"prefetch.{key}: {error}", document=f"$.prefetch.{key}",
-                          path=error.path, expected=error.expected, found=error.found, hint=error.hint)
-
-
-def _timestamp(value: Any) -> bool:
-    if not isinstance(value, str) or not value:
-        return False
-    try:
-        datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
-    except ValueError:
-        return False
-    return True
-
-
-def _feedback_items(body: Any, keep_comments: bool) -> list[dict[str, Any]]:
-    """Check a feedback body (CDS Hooks 2.0 "Feedback") and keep only what the store may hold."""
-    if not isinstance(body, dict):
-        raise RequestProblem(400, "invalid-request", f"$: expected an object with a feedback array, found {_kind(body)}",
-                             path="$", expected="an object", found=_kind(body))
-    entries = _field(body, "$", "feedback", "a non-empty array", lambda v: isinstance(v, list) and bool(v))
-    items = []
-    for index, entry in enumerate(entries):
-        path = f"$.feedback[{index}]"
-        if not isinstance(entry, dict):
-            raise RequestProblem(400, "invalid-request", f"{path}: expected an object, found {_kind(entry)}", path=path,
-                                 expected="an object", found=_kind(entry))
-        item: dict[str, Any] = {
-            "card": _field(entry, path, "card", "the card's uuid", _is_uuid),
-            "outcome": _field(entry, path, "outcome", "'accepted' or 'overridden'", lambda v: v in ("accepted", "overridden")),
-            "outcomeTimestamp": _field(entry, path, "outcomeTimestamp", "an ISO 8601 timestamp", _timestamp),
-        }
-        override = _field(entry, path, "overrideReason", "an object", lambda v: isinstance(v, dict), required=False)
-        if override is not None:
-            if item["outcome"] != "overridden":
-                raise RequestProblem(400, "invalid-request", f"{path}.overrideReason: only an overridden card has one",
-                                     path=f"{path}.overrideReason", expected="no overrideReason", found="an object")
-            reason = _field(override, f"{path}.overrideReason", "reason", "a Coding object",
-                            lambda v: isinstance(v, dict), required=False)
-            if reason is not None:
-                where = f"{path}.overrideReason.reason"
-                item["reason_code"] = _field(reason, where, "code", "a non-empty string", _nonempty_str)
-                item["reason_system"] = _field(reason, where, "system", "a non-empty string", _nonempty_str, required=False)
-                display = _field(reason, where, "display", "a string", lambda v: isinstance(v, str), required=False)
-                item["reason_display"] = display[:200] if display else None
-            comment = _field(override, f"{path}.overrideReason", "userComment", "a string", lambda v: isinstance(v, str),
-                             required=False)
-            if comment and keep_comments:
-                item["user_comment"] = comment[:2000]
-        items.append(item)
-    return items
 
 
 # ---------------------------------------------------------------- for `uvicorn --factory` (cdss serve --workers N)

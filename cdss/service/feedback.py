@@ -88,7 +88,7 @@ class FeedbackStore:
 
     # ------------------------------------------------------------ feedback
     def record_feedback(self, service_id: str, items: list[dict[str, Any]]) -> int:
-        """Store validated feedback items (see app._feedback_items); returns how many."""
+        """Store validated feedback items (see requests.feedback_items); returns how many."""
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
