@@ -233,3 +233,37 @@ def test_keys_from_an_allowlisted_jku_url(tmp_path: Path) -> None:
             assert unknown.status_code == 401 and "no usable key" in unknown.json()["message"]
     finally:
         jwks_server.shutdown()
+
+
+def test_to_cds_hooks_omits_a_detail_a_parameter_renders_empty(tmp_path: Path) -> None:
+    """CDS Hooks forbids "" values: an optional text that renders empty is left out, the topic has a system."""
+    from .helpers import patient, write_rule_set
+
+    body = """\
+parameters:
+  local_note:
+    type: string
+    default: ""
+    origin: policy
+    guidance: [G-SIGN-1]
+    description: An optional local note shown on the card.
+rules:
+  - id: note-card
+    title: note-card
+    category: sign
+    indicator: info
+    urgency: self-care
+    priority: 10
+    guidance: [G-SIGN-1]
+    source: {section: Signs That Glute Weakness Is Contributing to Pain, quote: pain that intensifies}
+    when: {field: back_pain.present, is: true}
+    then:
+      card: {summary: "A card", detail: "{{ params.local_note }}"}
+"""
+    rules = cdss.load_rules(write_rule_set(tmp_path, body))
+    card = rules.evaluate(patient(back_pain={"present": True})).to_cds_hooks()["cards"][0]
+    assert "detail" not in card and card["summary"] == "A card"
+    assert card["source"]["topic"] == {"system": "https://cdss.invalid/rules", "code": "note-card",
+                                       "display": "Signs That Glute Weakness Is Contributing to Pain"}
+    with_note = rules.with_parameters({"local_note": "Call the clinic"}).evaluate(patient(back_pain={"present": True}))
+    assert with_note.to_cds_hooks()["cards"][0]["detail"] == "Call the clinic"
