@@ -267,3 +267,65 @@ rules:
                                        "display": "Signs That Glute Weakness Is Contributing to Pain"}
     with_note = rules.with_parameters({"local_note": "Call the clinic"}).evaluate(patient(back_pain={"present": True}))
     assert with_note.to_cds_hooks()["cards"][0]["detail"] == "Call the clinic"
+
+
+def _hook_client(tmp_path: Path) -> TestClient:
+    return TestClient(create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3")))
+
+
+def test_property_any_valid_patient_gets_exactly_its_to_cds_hooks_cards(tmp_path: Path) -> None:
+    from hypothesis import given
+
+    from .strategies import valid_patients
+
+    with _hook_client(tmp_path) as client:
+        @given(valid_patients())
+        def check(patient: dict[str, Any]) -> None:
+            response = client.post(f"/cds-services/{SERVICE}",
+                                   json=hook_request(patient, patient_id=patient.get("patient_id") or "p-1"))
+            if patient.get("patient_id") == "":  # an empty patient_id cannot equal a (non-empty) context.patientId
+                assert response.status_code == 400
+                return
+            assert response.status_code == 200, response.text
+            assert response.json() == RULES.evaluate(patient).to_cds_hooks()
+
+        check()
+
+
+def test_property_anything_in_cdss_patient_is_cards_or_a_400_never_an_empty_200_by_mistake(tmp_path: Path) -> None:
+    """Whatever arrives under prefetch.cdssPatient: 200 exactly when evaluate() succeeds (with its cards), else 400
+    with evaluate()'s own path / expected / found."""
+    from hypothesis import given, strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 60) | st.text(max_size=5),
+                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                          max_size=3), max_leaves=8)
+    sections = st.sampled_from(["red_flags", "back_pain", "exercise", "symptoms", "observations", "risk_factors", "x"])
+    documents = json_values | st.dictionaries(sections, json_values, max_size=3)
+
+    with _hook_client(tmp_path) as client:
+        @given(documents)
+        def check(document: Any) -> None:
+            body = hook_request(document)
+            if isinstance(document, dict) and "patient_id" in document:
+                body["context"]["patientId"] = document["patient_id"] if isinstance(document["patient_id"], str) and \
+                    document["patient_id"] else "p-1"
+            response = client.post(f"/cds-services/{SERVICE}", json=body)
+            if document is None:  # a null prefetch value is the spec's "could not prefetch"
+                assert response.status_code == 412
+                return
+            try:
+                expected = RULES.evaluate(document).to_cds_hooks()
+            except cdss.PatientDataError as error:
+                if response.status_code == 400 and response.json()["error"] == "patient-mismatch":
+                    return
+                assert response.status_code == 400, response.text
+                assert (response.json()["path"], response.json()["expected"], response.json()["found"]) == \
+                    (error.path, error.expected, error.found)
+                return
+            if response.status_code == 400:
+                assert response.json()["error"] == "patient-mismatch"
+                return
+            assert response.status_code == 200 and response.json() == expected
+
+        check()
