@@ -295,7 +295,8 @@ def test_property_any_valid_patient_gets_exactly_its_to_cds_hooks_cards(tmp_path
 def test_property_anything_in_cdss_patient_is_cards_or_a_400_never_an_empty_200_by_mistake(tmp_path: Path) -> None:
     """Whatever arrives under prefetch.cdssPatient: 200 exactly when evaluate() succeeds (with its cards), else 400
     with evaluate()'s own path / expected / found."""
-    from hypothesis import given, strategies as st
+    from hypothesis import given
+    from hypothesis import strategies as st
 
     json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 60) | st.text(max_size=5),
                                lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
