@@ -46,7 +46,7 @@ class BodyLimit:
                 except ValueError:
                     declared = -1
                 if declared > self.limit:
-                    await self._refuse(send)
+                    await self._refuse(receive, send, more=True)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -58,7 +58,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await self._refuse(send)
+                await self._refuse(receive, send, more=message.get("more_body", False))
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -74,7 +74,16 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, receive: Receive, send: Send, *, more: bool) -> None:
+        """Answer 413, after reading and discarding what the client is still sending (up to 16 times
+        the limit): a client that is still writing its body then reads the answer, not a reset."""
+        drained = 0
+        while more and drained <= 16 * self.limit:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            drained += len(message.get("body", b""))
+            more = message.get("more_body", False)
         start, body = _json_error(413, "too-large", f"request body over {self.limit // 1024} KiB; a CDS Hooks request "
                                   "with one patient document is far smaller")
         await send(start)

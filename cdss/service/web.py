@@ -8,14 +8,12 @@ appears on the page without touching this module. The page posts the patient doc
 are data, never markup. Nothing a user typed is stored or logged here: the document lives
 only in the request, and every answer is marked `no-store`.
 
-    app.include_router(cdss.service.web.router(rules))       # in the service app (issue 11)
-    python -m uvicorn --factory cdss.service.web:demo_app   # these pages alone, bundled rules
+    app.include_router(cdss.service.web.router(rules))   # what cdss.service.create_app does
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 if TYPE_CHECKING:
@@ -306,18 +304,3 @@ def router(rules: RuleSet, *, source: Path | None = None) -> APIRouter:
                       description="Body: a patient document (JSON). Answer: the result, the CDS Hooks response "
                                   "and the trace of every rule. 400: invalid document (path, expected, found).")
     return api
-
-
-def demo_app() -> FastAPI:
-    """An app with only these pages (`uvicorn --factory cdss.service.web:demo_app`).
-
-    Serves the bundled rules, or the rule set directory named by the CDSS_RULES variable.
-    """
-    from .. import bundled_rules
-    from ..ruleset import load_rules
-
-    directory = os.environ.get("CDSS_RULES")
-    rules = load_rules(directory) if directory else bundled_rules()
-    app = FastAPI(title="cdss pages", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(router(rules))
-    return app
