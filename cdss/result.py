@@ -27,6 +27,8 @@ from .model import (
 
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 EXTENSION_KEY = "invalid.cdss"
+TOPIC_SYSTEM = "https://cdss.invalid/rules"
+"""The code system of `source.topic` (a CDS Hooks Coding needs `system` and `code`): codes are rule ids."""
 RED_FLAG_PREFIX = "red_flags."
 
 
@@ -463,16 +465,23 @@ class Assessment:
         """
         data = self._data
         cards = []
-        for card in data["cards"]:
-            source = {"label": card["source"]["label"], "topic": {"code": card["rule"], "display": card["source"]["section"]}}
+        for card in self._data["cards"]:
+            topic = {"system": TOPIC_SYSTEM, "code": card["rule"], "display": card["source"]["section"]}
+            source = {"label": card["source"]["label"], "topic": topic}
             extension: dict[str, Any] = {"rule": card["rule"], "quote": card["source"]["quote"],
                                          "rule_set": data["rule_set"], "urgency": data["urgency"],
                                          "red_flag_screening": data["red_flag_screening"]}
             if "referral" in card:
                 extension["referral"] = card["referral"]
-            cards.append({"uuid": card["uuid"], "summary": card["summary"], "detail": card["detail"],
+            hooks_card = {"uuid": card["uuid"], "summary": card["summary"], "detail": card["detail"],
                           "indicator": card["indicator"], "source": source,
-                          "extension": {EXTENSION_KEY: extension}})
+                          "extension": {EXTENSION_KEY: extension}}
+            # the spec forbids empty strings: a parameter may render an optional text to "" (omit it)
+            if not hooks_card["detail"]:
+                del hooks_card["detail"]
+            if not topic["display"]:
+                del topic["display"]
+            cards.append(hooks_card)
         cards.extend(self._coherence_cards())
         return {"cards": cards}
 
@@ -484,7 +493,7 @@ class Assessment:
 
         def add(kind: str, indicator: str, summary: str, detail: str, payload: Any) -> None:
             out.append({"uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{kind}|{seed}")), "summary": summary, "detail": detail,
-                        "indicator": indicator, "source": {"label": label, "topic": {"code": kind, "display": kind}},
+                        "indicator": indicator, "source": {"label": label, "topic": {"system": TOPIC_SYSTEM, "code": kind, "display": kind}},
                         "extension": {EXTENSION_KEY: {kind: payload, "rule_set": data["rule_set"],
                                                       "urgency": data["urgency"],
                                                       "red_flag_screening": data["red_flag_screening"]}}})

@@ -11,7 +11,7 @@ from typing import Any
 from . import __version__
 from .coherence import QuestionFinder, encode_fact, find_conflicts, read_as_unknown, review_status
 from .conditions import evaluate as evaluate_condition, leaves
-from .errors import EngineError, ParameterError
+from .errors import EngineError, ParameterError, PatientDataError
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Parameter, Rule, RuleSetInfo
 from .fields import patient_fields
@@ -103,10 +103,21 @@ class RuleSet:
     def evaluate(self, patient: Mapping[str, Any], *, trace: bool = False) -> Assessment:
         """Validate the patient document, run the rules, and assemble the result.
 
-        Raises PatientDataError for an invalid document (nothing reaches the engine) and
-        EngineError if durable-rules fails.
+        `patient` is a patient document or a completed FHIR QuestionnaireResponse answering this
+        rule set's Questionnaire (recognised by `resourceType`, see cdss.fhir). Raises
+        PatientDataError for an invalid document (nothing reaches the engine) and EngineError if
+        durable-rules fails.
         """
-        document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
+        try:
+            document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
+        except PatientDataError:
+            # Only a document that is not a valid patient document may be a FHIR resource: the
+            # plain-document path pays nothing for FHIR, and cdss.fhir is imported only for one.
+            if not (isinstance(patient, Mapping) and "resourceType" in patient):
+                raise
+            from .fhir.response import as_patient_document
+
+            document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
         conflicts = find_conflicts(self._loaded.conflicts, fact, self._params) if self._loaded.conflicts else []
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
             fact, unknown = read_as_unknown(fact, unknown, conflicts)

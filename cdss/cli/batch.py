@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
+from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
 from ..result import compact
 
 if TYPE_CHECKING:
@@ -64,14 +64,19 @@ def error_record(name: str, line: int | None, problem: InputProblem) -> str:
 class Evaluator:
     """Evaluates raw input lines into output lines; one per process."""
 
-    def __init__(self, rules: RuleSet, *, trace: bool, fmt: str) -> None:
+    def __init__(self, rules: RuleSet, *, trace: bool, fmt: str, allow_in_progress: bool = False) -> None:
         self.rules = rules
         self.trace = trace
         self.fmt = fmt
+        self.allow_in_progress = allow_in_progress
 
     def render(self, assessment: Any) -> str:
         if self.fmt == "cds-hooks":
             return compact(assessment.to_cds_hooks())
+        if self.fmt == "fhir":
+            from ..fhir.guidance import guidance_bundle
+
+            return compact(guidance_bundle(assessment.to_dict()))
         return str(assessment.to_json())
 
     def line(self, name: str, number: int, raw: bytes | None) -> Output | None:
@@ -85,12 +90,14 @@ class Evaluator:
                 return None
             document = parse_document(raw, single_line=True)
             try:
-                assessment = self.rules.evaluate(document, trace=self.trace)
+                assessment = self.rules.evaluate(with_fhir_options(document, self.rules, self.allow_in_progress),
+                                                 trace=self.trace)
+                text = self.render(assessment)  # --format fhir may refuse a patient_id FHIR cannot carry
             except PatientDataError as error:
                 raise patient_problem(error, document) from None
         except InputProblem as problem:
             return error_record(name, number, problem), None, f"{name}:{number}"
-        return self.render(assessment), assessment.urgency, None
+        return text, assessment.urgency, None
 
     def chunk(self, lines: list[Line]) -> list[Output]:
         return [out for out in (self.line(*item) for item in lines) if out is not None]
@@ -99,13 +106,14 @@ class Evaluator:
 _worker: Evaluator | None = None
 
 
-def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str) -> None:
+def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str,
+                 allow_in_progress: bool = False) -> None:
     global _worker
     from ..engine import tune_allocator
     from ..ruleset import RuleSet
 
     tune_allocator()
-    _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt)
+    _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
 
 
 def _run_chunk(lines: list[Line]) -> Block:
@@ -130,14 +138,15 @@ def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
         yield chunk
 
 
-def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str) -> Iterator[Block]:
+def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str,
+             allow_in_progress: bool = False) -> Iterator[Block]:
     """Outputs in input order from `workers` processes, each loading the rule set once."""
     import multiprocessing
 
     overrides = {name: value for name, value in rules.parameter_values.items()
                  if value != rules.parameters[name].default}
     window = workers * 3
-    with multiprocessing.Pool(workers, _init_worker, (rules.loaded, overrides, trace, fmt)) as pool:
+    with multiprocessing.Pool(workers, _init_worker, (rules.loaded, overrides, trace, fmt, allow_in_progress)) as pool:
         pending: collections.deque[Any] = collections.deque()
         for chunk in _chunks(lines, CHUNK_LINES):
             pending.append(pool.apply_async(_run_chunk, (chunk,)))
@@ -147,8 +156,9 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
             yield pending.popleft().get()
 
 
-def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str) -> Iterator[Block]:
-    evaluator = Evaluator(rules, trace=trace, fmt=fmt)
+def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str,
+               allow_in_progress: bool = False) -> Iterator[Block]:
+    evaluator = Evaluator(rules, trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
     for item in lines:
         out = evaluator.line(*item)
         if out is not None:
@@ -179,12 +189,12 @@ class Progress:
 
 
 def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
-        fmt: str, err: IO[str] | None = None) -> int:
+        fmt: str, err: IO[str] | None = None, allow_in_progress: bool = False) -> int:
     """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
     err = err or sys.stderr
     lines = read_lines(inputs)
-    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt) if workers > 1
-              else sequential(lines, rules, trace=trace, fmt=fmt))
+    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
+              if workers > 1 else sequential(lines, rules, trace=trace, fmt=fmt, allow_in_progress=allow_in_progress))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = 0
     first_errors: list[str] = []
