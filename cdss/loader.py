@@ -652,7 +652,9 @@ PLAIN_WORDS_BANNED = ("source says", "this rule", "fires", "policy")
 
 def _check_plain_words(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
                        out: _Collector) -> None:
-    """Card, plan, referral and finding texts speak to people: no "source says", "this rule", "fires", "policy"."""
+    """Card, plan, referral and finding texts speak to people: no "source says", "this rule", "fires", "policy".
+
+    A warning (`cdss validate --strict` fails on it); tests/test_safety_properties.py holds the bundled rules to it."""
     then = raw["then"]
     for section, keys in (("card", ("summary", "detail")), ("plan", ("note",)), ("referral", ("reason", "within")),
                           ("finding", ("text",))):
@@ -665,7 +667,8 @@ def _check_plain_words(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, 
                 if word in lowered:
                     out.add(doc, (*base, "then", section, key), rule_id,
                             f"{section}.{key} contains '{word}': texts shown to people speak plainly; put the why "
-                            "(source, policy, how a rule decides) in `source`, `rationale` or the file's comments")
+                            "(source, policy, how a rule decides) in `source`, `rationale` or the file's comments",
+                            "warning")  # a warning so rule sets written before issue 17 still load (cdss diff)
 
 
 def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
@@ -678,6 +681,10 @@ def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any
             out.add(doc, (*base, "supersedes", j), rule_id, "a rule cannot supersede itself")
     if len(set(supersedes)) != len(supersedes):
         out.add(doc, (*base, "supersedes"), rule_id, "supersedes lists a rule twice")
+    referral = raw["then"].get("referral") or {}
+    if referral.get("timeframe") == "soon" and "within" not in referral:
+        out.add(doc, (*base, "then", "referral", "timeframe"), rule_id,
+                "timeframe soon says nothing concrete: add `within` (e.g. \"within {{ params.NAME }} weeks\")", "warning")
     questions = []
     read = {leaf.field.path for leaf in _leaves(condition)} if condition is not None else set()
     fields = patient_fields()
@@ -717,9 +724,12 @@ def _check_supersedes(rules: list[Rule], rule_docs: dict[str, tuple[YamlDocument
         for j, other in enumerate(rule.supersedes):
             if other == rule.id:
                 continue
-            if other not in active:
-                why = "is retired" if other in declared else f"is not a rule of this rule set{nearest(other, active)}"
-                out.add(doc, (*base, "supersedes", j), rule.id, f"supersedes '{other}', which {why}")
+            if other in declared and other not in active:  # retiring a rule must not break the rules that outrank it
+                out.add(doc, (*base, "supersedes", j), rule.id, f"supersedes '{other}', which is retired: no effect",
+                        "warning")
+            elif other not in active:
+                out.add(doc, (*base, "supersedes", j), rule.id,
+                        f"supersedes '{other}', which is not a rule of this rule set{nearest(other, active)}")
     # cycles: depth-first search over the active relation, each cycle reported once at its first rule
     state: dict[str, int] = {}
     reported: set[frozenset[str]] = set()

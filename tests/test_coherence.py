@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import cdss
 from cdss.cli.commands import cli
 from cdss.resources import schema
+from cdss.loader import collect
 from tests.helpers import ALL_NO, rules_body, write_rule_set
 from tests.test_loader_errors import line_of, load_error
 
@@ -68,17 +69,31 @@ def test_a_question_reason_may_only_name_declared_parameters(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("text", ["The source says so.", "This rule fires on pain.", "Local policy: 4 weeks."])
-def test_internal_words_in_a_card_are_refused(tmp_path: Path, text: str) -> None:
+def test_internal_words_in_a_card_are_a_warning_with_the_line(tmp_path: Path, text: str) -> None:
     body = rules_body({"word-rule": GOOD_WHEN}).replace("detail: detail", f"detail: \"{text}\"")
-    error = load_error(tmp_path, body)
-    assert error.rule_id == "word-rule" and "speak plainly" in str(error)
+    write_rule_set(tmp_path, body)
+    loaded, problems = collect(tmp_path)
+    words = [p for p in problems if "speak plainly" in p.message]
+    assert loaded is not None and words and all(p.severity == "warning" and p.rule_id == "word-rule" for p in words)
+    assert words[0].line == line_of(tmp_path / "pack.yaml", text)
 
 
-def test_a_soon_referral_must_say_within_when(tmp_path: Path) -> None:
+def test_a_soon_referral_without_within_is_a_warning(tmp_path: Path) -> None:
+    """A warning, not an error: rule sets written before issue 17 (and `cdss diff` against them) still load."""
     body = rules_body({"ref-rule": GOOD_WHEN}).replace(
         'detail: detail}', 'detail: detail}\n      referral: {to: [physician], timeframe: soon, reason: pain}')
-    error = load_error(tmp_path, body)
-    assert "within" in str(error)
+    write_rule_set(tmp_path, body)
+    loaded, problems = collect(tmp_path)
+    assert loaded is not None
+    assert [p.severity for p in problems if "within" in p.message] == ["warning"]
+
+
+def test_superseding_a_retired_rule_is_a_warning(tmp_path: Path) -> None:
+    body = _with(rules_body({"heavy": GOOD_WHEN, "light-rule": GOOD_WHEN}), "heavy", "    supersedes: [light-rule]\n")
+    body = _with(body, "light-rule", "    status: retired\n")
+    write_rule_set(tmp_path, body)
+    loaded, problems = collect(tmp_path)
+    assert loaded is not None and any("retired: no effect" in p.message and p.severity == "warning" for p in problems)
 
 
 def _manifest(tmp_path: Path, extra: str) -> None:
