@@ -494,7 +494,7 @@ class Assessment:
         def add(kind: str, indicator: str, summary: str, detail: str, payload: Any) -> None:
             out.append({"uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{kind}|{seed}")), "summary": summary, "detail": detail,
                         "indicator": indicator, "source": {"label": label, "topic": {"system": TOPIC_SYSTEM, "code": kind, "display": kind}},
-                        "extension": {EXTENSION_KEY: {kind: payload, "rule_set": data["rule_set"],
+                        "extension": {EXTENSION_KEY: {kind: payload, "kind": kind, "rule_set": data["rule_set"],
                                                       "urgency": data["urgency"],
                                                       "red_flag_screening": data["red_flag_screening"]}}})
 
