@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,12 @@ def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = 
     except OSError as error:
         out.add(path, None, None, f"cannot read: {error.strerror or error}")
         return None
+    before = len(out.errors)
+    _strict_text_problems(doc, out)
+    if len(out.errors) != before:
+        return None
     if schema_checked:
         return doc
-    before = len(out.errors)
     _schema_problems(doc, schema_name, out)
     return doc if len(out.errors) == before else None
 
@@ -177,7 +181,7 @@ def _rule_id(doc: YamlDocument, path: tuple[Any, ...]) -> str | None:
 def _schema_problems(doc: YamlDocument, schema_name: str, out: _Collector) -> None:
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema(schema_name))
+    validator = _strict_validator_class()(schema(schema_name))
     for error in validator.iter_errors(doc.data):
         path = tuple(error.absolute_path)
         if schema_name == "rule-pack" and "when" in path[:3] and len(path) >= 3 and path[0] == "rules":
@@ -316,6 +320,8 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
         if name not in used_params:
             doc, where = param_docs[name]
             out.add(doc, where, None, f"parameter '{name}' is declared but no rule uses it", "warning")
+    if not out.errors:
+        _engine_limit_problems(rules, defaults, out)
     if out.errors:
         return None
     if manifest is not None:
@@ -541,3 +547,70 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
                 bounds[end] = value
             if len(bounds) == 2 and bounds["min"] > bounds["max"]:
                 out.add(doc, (*base, "then", "exercise", rng), rule_id, f"{rng}: min {bounds['min']} is above max {bounds['max']}")
+
+
+# ---------------------------------------------------------------- reliability checks (issue 16)
+
+
+def _engine_limit_problems(rules: list[Rule], values: dict[str, Any], out: _Collector) -> None:
+    """Refuse what durable-rules could not run: the engine's fixed limits, named, at the rule's line."""
+    from .compiler import limit_problems
+
+    for rule, message in limit_problems(rules, values):
+        where = rule.where if rule is not None else None
+        out.problems.append(Problem(where.file if where else "rules", where.line if where else None, None,
+                                    rule.id if rule is not None else None, f"engine limit: {message}"))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _strict_text_problems(doc: YamlDocument, out: _Collector) -> None:
+    """NUL, control characters, lone surrogates and non-finite numbers in a rule file are errors.
+
+    They cannot be shown safely in a terminal, an HTML page or a CDS Hooks card, and .inf /
+    .nan compare with nothing the way an author means. Tabs and newlines stay allowed.
+    """
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and _CONTROL.search(key):
+                    out.add(doc, path, _rule_id(doc, path), f"a key holds a control character "
+                            f"({_control_shown(key)}); remove it")
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, (*path, i))
+        elif isinstance(node, str):
+            bad = _CONTROL.search(node)
+            if bad:
+                out.add(doc, path, _rule_id(doc, path), f"text holds the control character {_control_shown(bad.group())} "
+                        "(NUL, escape and other control characters are not allowed in rule files); remove it")
+        elif isinstance(node, float) and not math.isfinite(node):
+            out.add(doc, path, _rule_id(doc, path), f"{node!r} is not a usable number: write a finite number")
+
+    walk(doc.data, ())
+
+
+def _control_shown(text: str) -> str:
+    bad = _CONTROL.search(text)
+    char = bad.group() if bad else text
+    return f"U+{ord(char):04X}"
+
+
+def _pattern_fullmatch(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """JSON Schema `pattern`, but `$` means the end of the text (Python's `$` also matches before a final newline)."""
+    if not validator.is_type(instance, "string"):
+        return
+    strict = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    if not re.search(strict, instance):
+        import jsonschema
+
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _strict_validator_class() -> Any:
+    """Draft 2020-12 with `pattern` anchored at the very end of the text (ids match in full)."""
+    import jsonschema
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_fullmatch})

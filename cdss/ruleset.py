@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -10,6 +11,7 @@ from typing import Any
 
 from . import __version__
 from .conditions import evaluate as evaluate_condition, leaves
+from .engine import after_fork_in_child
 from .errors import EngineError, ParameterError
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Parameter, Rule, RuleSetInfo
@@ -40,6 +42,7 @@ class RuleSet:
                                     params=self._params, params_key=self._params_key, patient_key=canonical_patient)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
+        _live.add(self)
 
     # ------------------------------------------------------------ what it is
     @property
@@ -174,3 +177,15 @@ def parse_parameter_value(param: Parameter, value: Any) -> Any:
 def load_rules(path: str | Path | None = None, parameters: Mapping[str, Any] | None = None) -> RuleSet:
     """Load a rule set (the bundled one by default); raises RuleFileError or ParameterError."""
     return RuleSet(load(path), parameters)
+
+
+_live: weakref.WeakSet[RuleSet] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """A forked child inherits the engine lock as it was: held, if another thread was compiling."""
+    for ruleset in list(_live):
+        ruleset._engine_lock = threading.Lock()
+
+
+after_fork_in_child(_new_locks_after_fork)

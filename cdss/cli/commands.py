@@ -351,6 +351,9 @@ def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> N
     failed = False
     for path in paths or (None,):
         loaded, problems = collect(path)
+        if loaded is not None:
+            problems = [*_registration_problems(loaded), *problems]
+            loaded = None if problems and problems[0].severity == "error" else loaded
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity != "error"]
         for problem in problems:
@@ -365,6 +368,17 @@ def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> N
         click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}", err=True)
     if failed:
         raise click.exceptions.Exit(EXIT_RULES)
+
+
+def _registration_problems(loaded: Any) -> list[Any]:
+    """Compile the rule set and register it with durable-rules, as `evaluate` will: what validates runs."""
+    from ..compiler import compile_rules
+    from ..engine import registration_problem
+    from ..errors import Problem
+
+    values = {name: p.default for name, p in loaded.parameters.items()}
+    problem = registration_problem(compile_rules(loaded.rules, values))
+    return [Problem(str(loaded.root), None, None, None, problem)] if problem else []
 
 
 def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
