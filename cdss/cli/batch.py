@@ -75,32 +75,75 @@ class Evaluator:
         return str(assessment.to_json())
 
     def line(self, name: str, number: int, raw: bytes | None) -> Output | None:
-        """The output for one input line, or None for a blank line (skipped)."""
-        from ..errors import PatientDataError
+        """The output for one input line, or None for a blank line (skipped).
+
+        Whatever goes wrong with one line (bad input, an engine failure, a bug) becomes an
+        error record in its place: one document can never end the batch.
+        """
+        from ..errors import CdssError, PatientDataError
 
         try:
             if raw is None:
                 raise oversized_line()
+            if isinstance(raw, InputProblem):
+                raise raw
             if not raw.strip():
                 return None
             document = parse_document(raw, single_line=True)
             try:
                 assessment = self.rules.evaluate(document, trace=self.trace)
+                text = self.render(assessment)
+                text.encode("utf-8")  # fails here, for this line, rather than in the writer
             except PatientDataError as error:
                 raise patient_problem(error, document) from None
         except InputProblem as problem:
             return error_record(name, number, problem), None, f"{name}:{number}"
-        return self.render(assessment), assessment.urgency, None
+        except (CdssError, Exception) as error:  # noqa: BLE001 - isolate the line, report it in place
+            return error_record(name, number, not_evaluated(error)), None, f"{name}:{number}"
+        return text, assessment.urgency, None
 
-    def chunk(self, lines: list[Line]) -> list[Output]:
+    def evaluate_chunk(self, lines: list[Line]) -> list[Output]:
+        """Output lines for a chunk of input lines (blank lines skipped): the one unit of work of a
+        worker process, so evaluating a chunk differently (e.g. `RuleSet.evaluate_many`) is a local change."""
         return [out for out in (self.line(*item) for item in lines) if out is not None]
+
+
+def write_all(out: BinaryIO, data: bytes) -> None:
+    """Write every byte: a signal arriving while a pipe is full makes BufferedWriter.write
+    return early with a partial count (measured: 131,072 of 262,144 bytes), which would leave
+    a half line at the end of an interrupted batch."""
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        view = view[written if written is not None else len(view):]
+
+
+def not_evaluated(error: BaseException, what: str = "the evaluation failed") -> InputProblem:
+    """An error record for a line that is valid input but could not be evaluated."""
+    from ..errors import printable
+
+    found = printable(f"{what}: {type(error).__name__}: {error}")[:300]
+    return InputProblem("$", "a document the rule engine can evaluate", found,
+                        f"not evaluated ({found}); this is a bug in cdss, please report it")
+
+
+def worker_died(line: int | None = None) -> InputProblem:
+    found = "the worker process evaluating it died twice"
+    return InputProblem("$", "a document the rule engine can evaluate", found,
+                        f"not evaluated: {found}; this is a bug in cdss, please report it")
 
 
 _worker: Evaluator | None = None
 
 
 def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str) -> None:
+    """Worker start: Ctrl-C and SIGTERM are for the parent, which ends the batch cleanly and
+    stops its workers itself (a worker that handled them would print a traceback)."""
     global _worker
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from ..engine import tune_allocator
     from ..ruleset import RuleSet
 
@@ -110,13 +153,29 @@ def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool,
 
 def _run_chunk(lines: list[Line]) -> Block:
     assert _worker is not None, "worker not initialised"
-    return Block(_worker.chunk(lines))
+    return Block(_worker.evaluate_chunk(lines))
 
 
-def read_lines(inputs: Iterable[tuple[str, BinaryIO]]) -> Iterator[Line]:
+def read_lines(inputs: Iterable[tuple[str, "BinaryIO | Exception"]]) -> Iterator[Line]:
+    """Every line of every input; an input that cannot be opened or read yields one error line
+    (an InputProblem in place of the bytes) and the next input is still read."""
     for name, stream in inputs:
-        for number, raw in iter_lines(stream):
-            yield name, number, raw
+        if isinstance(stream, Exception):
+            yield name, 0, unreadable(stream)  # type: ignore[misc]
+            continue
+        number = 0
+        try:
+            for number, raw in iter_lines(stream):
+                yield name, number, raw
+        except OSError as error:
+            yield name, number + 1, unreadable(error)  # type: ignore[misc]
+
+
+def unreadable(error: Exception) -> InputProblem:
+    from ..errors import printable
+
+    reason = printable(getattr(error, "strerror", None) or getattr(error, "message", None) or str(error))
+    return InputProblem("$", "a readable file", "a file that cannot be read", f"cannot read: {reason}")
 
 
 def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
@@ -130,26 +189,167 @@ def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
         yield chunk
 
 
-def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str) -> Iterator[Block]:
-    """Outputs in input order from `workers` processes, each loading the rule set once."""
-    import multiprocessing
+class Stop:
+    """SIGINT / SIGTERM during a batch: remembered here and acted on between writes, so every
+    written line is complete; the batch then ends with exit 130 / 143."""
 
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> Stop:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or 0)
+
+
+POLL_SECONDS = 0.1
+CHUNK_TIMEOUT_SECONDS = 300.0
+"""A chunk of 256 lines takes well under a second; one that takes minutes means a stuck worker."""
+
+
+class _Pool:
+    """A ProcessPoolExecutor that can be replaced when a worker dies, and killed at once."""
+
+    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
+        self.workers = workers
+        self.initargs = initargs
+        self.executor = self._new()
+
+    def _new(self) -> Any:
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
+
+    def submit(self, chunk: list[Line]) -> Any:
+        return self.executor.submit(_run_chunk, chunk)
+
+    def kill(self) -> None:
+        """Stop every worker now (SIGKILL): after a signal or a stuck worker, nothing is waited for."""
+        processes = dict(getattr(self.executor, "_processes", None) or {})
+        for process in processes.values():
+            try:
+                process.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            try:
+                process.join(1.0)
+            except (OSError, ValueError, AttributeError, AssertionError):
+                pass
+
+    def replace(self) -> None:
+        self.kill()
+        self.executor = self._new()
+
+
+def _wait(future: Any, stop: Stop) -> Any:
+    """The future's result, waiting in short steps so a signal is acted on at once."""
+    import concurrent.futures
+
+    waited = 0.0
+    while True:
+        if stop.signal is not None:
+            raise _Stopped
+        try:
+            return future.result(timeout=POLL_SECONDS)
+        except concurrent.futures.TimeoutError:
+            waited += POLL_SECONDS
+            if waited >= CHUNK_TIMEOUT_SECONDS:
+                raise _Broken from None
+        except concurrent.futures.process.BrokenProcessPool:
+            raise _Broken from None
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _Broken(Exception):
+    pass
+
+
+def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str,
+             stop: Stop | None = None) -> Iterator[Block]:
+    """Outputs in input order from `workers` processes, each loading the rule set once.
+
+    A worker that dies takes the chunks in flight with it: the pool is replaced and each of
+    those chunks is retried once, line by line, in a fresh single-worker pool, so only a line
+    that kills its worker again becomes an error record. Nothing waits forever.
+    """
+    stop = stop or Stop()
     overrides = {name: value for name, value in rules.parameter_values.items()
                  if value != rules.parameters[name].default}
+    initargs = (rules.loaded, overrides, trace, fmt)
     window = workers * 3
-    with multiprocessing.Pool(workers, _init_worker, (rules.loaded, overrides, trace, fmt)) as pool:
-        pending: collections.deque[Any] = collections.deque()
-        for chunk in _chunks(lines, CHUNK_LINES):
-            pending.append(pool.apply_async(_run_chunk, (chunk,)))
-            while len(pending) >= window:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    pool = _Pool(workers, initargs)
+    pending: collections.deque[tuple[list[Line], Any]] = collections.deque()
+    try:
+        chunks = _chunks(lines, CHUNK_LINES)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < window and stop.signal is None:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                else:
+                    pending.append((chunk, pool.submit(chunk)))
+            if not pending:
+                break
+            chunk, future = pending.popleft()
+            try:
+                yield _wait(future, stop)
+            except _Broken:
+                retry = [chunk] + [c for c, f in pending]
+                pending.clear()
+                pool.replace()
+                for failed in retry:
+                    yield from _retry_lines(failed, initargs, stop)
+    except _Stopped:
+        return
+    finally:
+        pool.kill()
 
 
-def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str) -> Iterator[Block]:
+def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Iterator[Block]:
+    """Second try for the lines of a chunk whose worker died: one line at a time, a new worker
+    after each death; a line that kills a worker again becomes an error record."""
+    pool = _Pool(1, initargs)
+    try:
+        for name, number, raw in chunk:
+            try:
+                yield _wait(pool.submit([(name, number, raw)]), stop)
+            except _Broken:
+                pool.replace()
+                yield Block([(error_record(name, number, worker_died()), None, f"{name}:{number}")])
+    finally:
+        pool.kill()
+
+
+def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str,
+               stop: Stop | None = None) -> Iterator[Block]:
     evaluator = Evaluator(rules, trace=trace, fmt=fmt)
     for item in lines:
+        if stop is not None and stop.signal is not None:
+            return
         out = evaluator.line(*item)
         if out is not None:
             yield Block([out])
@@ -182,9 +382,20 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
         fmt: str, err: IO[str] | None = None) -> int:
     """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
     err = err or sys.stderr
+    with Stop() as stop:
+        code = _run(inputs, rules, out=out, workers=workers, trace=trace, fmt=fmt, err=err, stop=stop)
+    if stop.signal is not None:
+        err.write("cdss: interrupted; every line written is complete\n")
+        err.flush()
+        return stop.exit_code
+    return code
+
+
+def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
+         fmt: str, err: IO[str], stop: Stop) -> int:
     lines = read_lines(inputs)
-    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt) if workers > 1
-              else sequential(lines, rules, trace=trace, fmt=fmt))
+    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, stop=stop) if workers > 1
+              else sequential(lines, rules, trace=trace, fmt=fmt, stop=stop))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = 0
     first_errors: list[str] = []
@@ -192,7 +403,9 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
     progress = Progress(err)
     try:
         for block in blocks:
-            out.write(block.data)
+            if stop.signal is not None:
+                break
+            write_all(out, block.data)
             total += block.records
             unflushed += block.records
             errors += block.errors
@@ -204,8 +417,11 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
                 unflushed = 0
             progress.update(total)
     finally:
+        blocks.close()  # stops the workers now, not at garbage collection
         progress.done()
         out.flush()
+    if stop.signal is not None:
+        return stop.exit_code
     evaluated = sum(counts.values())
     by_urgency = ", ".join(f"{counts[u]:,} {u}" for u in URGENCIES)
     summary = (f"cdss: {total:,} record{'s' if total != 1 else ''}: {evaluated:,} evaluated ({by_urgency}), "

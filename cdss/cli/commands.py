@@ -260,9 +260,13 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
     if jsonl:
         from . import batch as cli_batch
 
-        def inputs() -> Iterator[tuple[str, BinaryIO]]:
+        def inputs() -> Iterator[tuple[str, Any]]:
             for name in files:
-                stream = _open_input(name)
+                try:
+                    stream = _open_input(name)
+                except Fail as failure:  # an error record in its place; the other FILEs go on
+                    yield name, failure
+                    continue
                 try:
                     yield name, stream
                 finally:
