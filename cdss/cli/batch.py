@@ -27,6 +27,8 @@ URGENCIES = ("emergency", "see-professional", "self-care", "none")
 Line = tuple[str, int, "bytes | None"]  # input name, line number, bytes (None: over the size cap)
 Output = tuple[str, "str | None", "str | None"]  # output line, urgency (a result), error location (an error)
 SHOWN_ERRORS = 5
+FAILED = "failed"
+"""The urgency slot of an Output whose line could not be evaluated through no fault of the input."""
 
 
 class Block:
@@ -36,16 +38,22 @@ class Block:
     instead of hundreds of small strings.
     """
 
-    __slots__ = ("data", "records", "counts", "errors", "first_errors")
+    __slots__ = ("data", "records", "counts", "errors", "failed", "first_errors")
 
     def __init__(self, outputs: list[Output]) -> None:
         self.data = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
         self.records = len(outputs)
         self.counts = dict.fromkeys(URGENCIES, 0)
         self.errors = 0
+        self.failed = 0  # lines that are not the input's fault (engine failure, dead worker): a bug
         self.first_errors: list[str] = []
         for _, urgency, where in outputs:
-            if urgency is not None:
+            if urgency == FAILED:
+                self.failed += 1
+                self.errors += 1
+                if len(self.first_errors) < SHOWN_ERRORS and where is not None:
+                    self.first_errors.append(where)
+            elif urgency is not None:
                 self.counts[urgency] += 1
             elif where is not None:
                 self.errors += 1
@@ -99,7 +107,7 @@ class Evaluator:
         except InputProblem as problem:
             return error_record(name, number, problem), None, f"{name}:{number}"
         except (CdssError, Exception) as error:  # noqa: BLE001 - isolate the line, report it in place
-            return error_record(name, number, not_evaluated(error)), None, f"{name}:{number}"
+            return error_record(name, number, not_evaluated(error)), FAILED, f"{name}:{number}"
         return text, assessment.urgency, None
 
     def evaluate_chunk(self, lines: list[Line]) -> list[Output]:
@@ -339,7 +347,7 @@ def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> It
                 yield _wait(pool.submit([(name, number, raw)]), stop)
             except _Broken:
                 pool.replace()
-                yield Block([(error_record(name, number, worker_died()), None, f"{name}:{number}")])
+                yield Block([(error_record(name, number, worker_died()), FAILED, f"{name}:{number}")])
     finally:
         pool.kill()
 
@@ -397,7 +405,7 @@ def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryI
     blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, stop=stop) if workers > 1
               else sequential(lines, rules, trace=trace, fmt=fmt, stop=stop))
     counts = dict.fromkeys(URGENCIES, 0)
-    errors = 0
+    errors = failed = 0
     first_errors: list[str] = []
     total = unflushed = 0
     progress = Progress(err)
@@ -409,6 +417,7 @@ def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryI
             total += block.records
             unflushed += block.records
             errors += block.errors
+            failed += block.failed
             first_errors.extend(block.first_errors[:SHOWN_ERRORS - len(first_errors)])
             for urgency, n in block.counts.items():
                 counts[urgency] += n
@@ -431,4 +440,9 @@ def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryI
         summary += f" (at {', '.join(first_errors)}{f' and {more:,} more' if more else ''})"
     err.write(summary + "\n")
     err.flush()
+    if failed:
+        err.write(f"cdss: error: the rule engine failed on {failed:,} line{'s' if failed != 1 else ''} (error records "
+                  f"in place); this is a bug in cdss: please report it\n")
+        err.flush()
+        return 4
     return 1 if errors else 0
