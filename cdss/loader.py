@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> 
             return None, out.problems
         pack_paths = _pack_paths(root, manifest_doc, out)
         guidance_path = root / GUIDANCE if (root / GUIDANCE).is_file() else rules_dir() / GUIDANCE
+        if _not_a_plain_file(root, root / GUIDANCE, out, manifest_doc):
+            return None, out.problems
     else:
         pack_paths = [root]
         guidance_path = root.parent / GUIDANCE if (root.parent / GUIDANCE).is_file() else rules_dir() / GUIDANCE
@@ -139,6 +142,8 @@ def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Pat
     paths = []
     for i, name in enumerate(listed):
         candidate = root / name
+        if _not_a_plain_file(root, candidate, out, manifest, ("rule_set", "packs", i)):
+            continue
         if not candidate.is_file():
             present = [p.name for p in yaml_files(root)]
             out.add(manifest, ("rule_set", "packs", i), None, f"pack file '{name}' does not exist{nearest(name, present)}")
@@ -614,3 +619,29 @@ def _strict_validator_class() -> Any:
     import jsonschema
 
     return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_fullmatch})
+
+
+def _not_a_plain_file(root: Path, candidate: Path, out: _Collector, manifest: YamlDocument | None,
+                      where: tuple[Any, ...] = ()) -> bool:
+    """A listed pack or guidance.yaml that exists but is not a regular file inside the rule-set
+    directory is an error: a FIFO would block or be skipped silently, and a symlink to a file
+    elsewhere would have the loader quote that file's lines in its messages."""
+    if not os.path.lexists(candidate):
+        return False
+    message = None
+    if candidate.exists() and not candidate.is_file():
+        message = f"'{candidate.name}' is not a regular file (a directory, FIFO or device); a rule set reads files only"
+    else:
+        try:
+            candidate.resolve(strict=True).relative_to(root.resolve(strict=True))
+        except ValueError:
+            message = f"'{candidate.name}' points outside the rule-set directory; copy the file into it instead"
+        except OSError:
+            return False  # a dangling link: reported as a missing file
+    if message is None:
+        return False
+    if manifest is not None:
+        out.add(manifest, where, None, message)
+    else:
+        out.add(candidate, None, None, message)
+    return True

@@ -31,6 +31,7 @@ EXIT_PATIENT = 1
 EXIT_USAGE = 2
 EXIT_RULES = 3
 EXIT_INTERNAL = 4
+EXIT_OUTPUT = 5
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
@@ -45,6 +46,8 @@ Exit codes:
   2  usage error
   3  the rule files are invalid (file:line:col: rule-id: message)
   4  internal error (a bug): one line; add --debug for the traceback
+  5  the output cannot be written (disk full, standard output closed)
+  130 / 143  interrupted (Ctrl-C / SIGTERM); every line written is complete
 """
 
 FORMATS = ("json", "text", "cds-hooks")
@@ -61,7 +64,9 @@ class Fail(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"cdss: error: {self.format_message()}", err=True)
+        from ..errors import printable
+
+        click.echo(f"cdss: error: {printable(self.format_message())}", err=True)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -93,6 +98,12 @@ class CdssGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(EXIT_BROKEN_PIPE)
+        except OSError as error:
+            output = output_failure(error)
+            if output is None:
+                raise self._failure(ctx, error) from None
+            _silence_stdout()
+            raise output from None
         except Exception as error:  # noqa: BLE001 - the one place that turns any failure into an exit code
             raise self._failure(ctx, error) from None
 
@@ -114,6 +125,16 @@ class CdssGroup(click.Group):
         detail = _one_line(f"{type(error).__name__}: {error}", 200)
         hint = "" if (ctx.obj or {}).get("debug") else "; rerun with --debug for the traceback"
         return Fail(f"{what} ({detail}); this is a bug in cdss: {REPORT_TO}{hint}", EXIT_INTERNAL)
+
+
+def output_failure(error: OSError) -> Fail | None:
+    """Output that cannot be written (disk full, closed or broken descriptor) is the
+    environment's problem, not a bug: exit 5 with the reason."""
+    import errno
+
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF):
+        return Fail(f"cannot write the output: {error.strerror or error}", EXIT_OUTPUT)
+    return None
 
 
 def _silence_stdout() -> None:
@@ -141,6 +162,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise Fail("standard output is closed: nowhere to write the results", EXIT_OUTPUT)
 
 
 def _rules_option(function: Any) -> Any:
