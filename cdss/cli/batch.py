@@ -247,30 +247,78 @@ class _Pool:
         return ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
 
     def submit(self, chunk: list[Line]) -> Any:
-        return self.executor.submit(_run_chunk, chunk)
+        """A future for the chunk; one that fails as broken if the pool already is (a worker died)."""
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.executor.submit(_run_chunk, chunk)
+        except (BrokenProcessPool, RuntimeError) as error:
+            failed: Future[Block] = Future()
+            failed.set_exception(BrokenProcessPool(str(error)))
+            return failed
 
     def kill(self) -> None:
         """Stop every worker now (SIGKILL): after a signal or a stuck worker, nothing is waited for."""
-        processes = dict(getattr(self.executor, "_processes", None) or {})
+        executor = self.executor  # shutdown() drops these references: keep them for the clean-up below
+        processes = dict(getattr(executor, "_processes", None) or {})
+        call_queue = getattr(executor, "_call_queue", None)
+        result_queue = getattr(executor, "_result_queue", None)
         for process in processes.values():
             try:
                 process.kill()
             except (OSError, ValueError, AttributeError):
                 pass
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
+        _unblock_feeder(call_queue)
         for process in processes.values():
             try:
                 process.join(1.0)
             except (OSError, ValueError, AttributeError, AssertionError):
                 pass
+        _unblock_manager(result_queue)
+
+    def lost_a_worker(self) -> bool:
+        """Has a worker process died? Checked directly: the executor itself may never notice (its
+        manager thread can block for ever on half a result from a killed worker)."""
+        processes = getattr(self.executor, "_processes", None) or {}
+        return any(process.exitcode is not None for process in list(processes.values()))
 
     def replace(self) -> None:
         self.kill()
         self.executor = self._new()
 
 
-def _wait(future: Any, stop: Stop) -> Any:
-    """The future's result, waiting in short steps so a signal is acted on at once."""
+def _unblock_feeder(queue: Any) -> None:
+    """With its workers dead, the executor's call-queue feeder thread can block for ever writing
+    a chunk into a full pipe, and the executor (or the interpreter at exit) joins it: a hang
+    (CPython 3.11). Read what is in the pipe so the feeder finishes; do not wait for it."""
+    if queue is None:
+        return
+    try:
+        queue.cancel_join_thread()
+        reader = queue._reader
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and reader.poll(0.02):
+            reader.recv_bytes()
+    except (OSError, EOFError, ValueError, AttributeError):
+        pass
+
+
+def _unblock_manager(queue: Any) -> None:
+    """A worker killed while sending its result leaves half a message in the result pipe, and the
+    executor's manager thread waits for the rest for ever (the interpreter joins that thread at
+    exit). With every worker gone, close our copy of the write end: the manager reads end-of-file."""
+    writer = getattr(queue, "_writer", None)
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
+            pass
+
+
+def _wait(future: Any, stop: Stop, pool: _Pool) -> Any:
+    """The future's result, waiting in short steps so a signal or a dead worker is acted on at once."""
     import concurrent.futures
 
     waited = 0.0
@@ -281,7 +329,7 @@ def _wait(future: Any, stop: Stop) -> Any:
             return future.result(timeout=POLL_SECONDS)
         except concurrent.futures.TimeoutError:
             waited += POLL_SECONDS
-            if waited >= CHUNK_TIMEOUT_SECONDS:
+            if waited >= CHUNK_TIMEOUT_SECONDS or pool.lost_a_worker():
                 raise _Broken from None
         except concurrent.futures.process.BrokenProcessPool:
             raise _Broken from None
@@ -324,13 +372,16 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
                 break
             chunk, future = pending.popleft()
             try:
-                yield _wait(future, stop)
+                yield _wait(future, stop, pool)
             except _Broken:
-                retry = [chunk] + [c for c, f in pending]
+                retry = [(chunk, None)] + [(c, f) for c, f in pending]
                 pending.clear()
                 pool.replace()
-                for failed in retry:
-                    yield from _retry_lines(failed, initargs, stop)
+                for failed, done in retry:
+                    if done is not None and done.done() and not done.cancelled() and done.exception() is None:
+                        yield done.result()  # finished before the worker died
+                    else:
+                        yield from _retry_lines(failed, initargs, stop)
     except _Stopped:
         return
     finally:
@@ -344,7 +395,7 @@ def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> It
     try:
         for name, number, raw in chunk:
             try:
-                yield _wait(pool.submit([(name, number, raw)]), stop)
+                yield _wait(pool.submit([(name, number, raw)]), stop, pool)
             except _Broken:
                 pool.replace()
                 yield Block([(error_record(name, number, worker_died()), FAILED, f"{name}:{number}")])
