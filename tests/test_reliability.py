@@ -29,6 +29,7 @@ import cdss
 from cdss.errors import ParameterError, PatientDataError, RuleFileError
 from cdss.resources import rules_dir
 from tests.helpers import ALL_NO, patient, rules_body, write_rule_set
+from tests.strategies import valid_patients
 
 CDSS = [sys.executable, "-c", "from cdss.cli.commands import main; main()"]
 WEAKNESS = {**ALL_NO, "significant_leg_weakness": True}
@@ -404,16 +405,17 @@ def test_batch_worker_that_dies_is_replaced_and_its_lines_retried(tmp_path: Path
 
 # ---------------------------------------------------------------- property: what loads, runs
 
+MAX_DEPTH, COMBINE_ODDS, MAX_CHILDREN = 4, 2, 8  # deep and wide enough to reach the engine limits
 FIELDS = {path: f for path, f in __import__("cdss.fields", fromlist=["x"]).patient_fields().items()}
 
 
 @st.composite
 def conditions(draw: st.DrawFn, depth: int = 0) -> str:
-    if depth < 3 and draw(st.integers(0, 3)) == 0:
+    if depth < MAX_DEPTH and draw(st.integers(0, COMBINE_ODDS)) == 0:
         kind = draw(st.sampled_from(["all", "any", "not"]))
         if kind == "not":
             return f"{{not: {draw(conditions(depth + 1))}}}"
-        children = draw(st.lists(conditions(depth + 1), min_size=1, max_size=6))
+        children = draw(st.lists(conditions(depth + 1), min_size=1, max_size=MAX_CHILDREN))
         return f"{{{kind}: [{', '.join(children)}]}}"
     path = draw(st.sampled_from(sorted(FIELDS)))
     field = FIELDS[path]
@@ -429,20 +431,28 @@ def conditions(draw: st.DrawFn, depth: int = 0) -> str:
     return f"{{field: {path}, {op}: {number!r}}}"
 
 
+def _probe_patients() -> Iterator[dict[str, Any]]:
+    """Patients that make many conditions true at once (the engine's per-fact limits) and none."""
+    for answer in (True, False, None):
+        for weeks in (None, 0, 3, 520):
+            yield {"red_flags": dict.fromkeys(ALL_NO, answer), "exercise": {"weeks_consistent": weeks, "stage": "compound"},
+                   "back_pain": {"present": answer, "trend": "worsening"}, "symptoms": {"deep_buttock_ache": answer},
+                   "risk_factors": {"prolonged_sitting": answer, "poor_movement_patterns": answer}}
+
+
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(packs=st.lists(conditions(), min_size=1, max_size=40), flags=st.lists(st.sampled_from([True, False, None]),
-                                                                              min_size=3, max_size=3),
-       weeks=st.one_of(st.none(), st.integers(0, 520)))
+@given(packs=st.lists(conditions(), min_size=1, max_size=40), extra=valid_patients())
 def test_every_rule_set_the_loader_accepts_registers_and_evaluates(tmp_path_factory: pytest.TempPathFactory,
-                                                                   packs: list[str], flags: list[Any],
-                                                                   weeks: int | None) -> None:
+                                                                   packs: list[str], extra: dict[str, Any]) -> None:
     root = write_rule_set(tmp_path_factory.mktemp("pack"), rules_body({f"r-{i}": when for i, when in enumerate(packs)}))
     try:
         rs = cdss.load_rules(root)
     except RuleFileError as error:
         assert all(p.line is not None for p in error.problems)  # refused with a place to fix, never a crash
         return
-    names = ("numbness_or_tingling_radiating_down_leg", "significant_leg_weakness", "sudden_bladder_or_bowel_control_loss")
-    doc = {"red_flags": dict(zip(names, flags)), "exercise": {"weeks_consistent": weeks},
-           "back_pain": {"present": True, "trend": "worsening"}}
-    rs.evaluate(doc, trace=True)  # trace=True also checks durable-rules against the Python evaluator
+    from cdss.compiler import compile_rules
+    from cdss.engine import registration_problem
+
+    assert registration_problem(compile_rules(rs.rules, dict(rs.parameter_values))) is None
+    for doc in (*_probe_patients(), extra):
+        rs.evaluate(doc, trace=True)  # trace=True also checks durable-rules against the Python evaluator
