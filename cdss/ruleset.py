@@ -193,6 +193,11 @@ def _new_locks_after_fork() -> None:
     """A forked child inherits the engine lock as it was: held, if another thread was compiling."""
     for ruleset in list(_live):
         ruleset._engine_lock = threading.Lock()
+    import cdss
+    from . import patient
+
+    patient._lock = threading.Lock()
+    cdss._bundled_lock = threading.Lock()
 
 
 after_fork_in_child(_new_locks_after_fork)

@@ -309,7 +309,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
                                  label=name if len(files) > 1 else None)
         except _InputFailure as failure:
             failed = True
-            click.echo(f"cdss: error: {name}: {failure.problem.message}", err=True)
+            click.echo(printable(f"cdss: error: {name}: {failure.problem.message}"), err=True)
             if fmt != "text":
                 from .batch import error_record
 
@@ -408,6 +408,13 @@ def _registration_problems(loaded: Any) -> list[Any]:
     return [Problem(str(loaded.root), None, None, None, problem)] if problem else []
 
 
+def printable(text: str) -> str:
+    """Messages with caller-supplied text (file names, keys) cannot drive the terminal."""
+    from ..errors import printable as escape
+
+    return escape(text)
+
+
 def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
     for path in paths:
         if path != "-" and Path(path).is_dir():
@@ -434,7 +441,7 @@ def _validate_patients(paths: Sequence[str]) -> None:
             check_patient(_read_document(name))
         except InputProblem as problem:
             invalid += 1
-            click.echo(f"{name}: {problem.message}")
+            click.echo(printable(f"{name}: {problem.message}"))
     click.echo(f"cdss: {total} patient document{'s' if total != 1 else ''}: "
                f"{total - invalid} valid, {invalid} invalid", err=True)
     if invalid:
