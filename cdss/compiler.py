@@ -174,9 +174,7 @@ def limit_problems(rules: Iterable[Rule], params: dict[str, Any]) -> list[tuple[
     if len(rules) > MAX_RULES:
         problems.append((rules[MAX_RULES], f"rule set has {len(rules)} active rules; the engine (durable-rules) "
                          f"runs at most {MAX_RULES} (limit MAX_RULES): split the rule set"))
-    root = _Alpha()
-    root.children[("kind", "$ex", "1")] = _Alpha()  # the catch-all
-    blamed = False
+    compiled: list[tuple[Rule, dict[str, Any]]] = []
     for rule in rules:
         match = compile_rule(rule, params)
         if match is None:
@@ -188,24 +186,33 @@ def limit_problems(rules: Iterable[Rule], params: dict[str, Any]) -> list[tuple[
                              f"{MAX_COMBINATORS} per rule (limit MAX_SEQUENCE_EXPRESSIONS): split the rule into "
                              "several rules or use 'in' for a list of values"))
             continue
-        end = _link(match, root)
-        end.betas += 1
-        if blamed:
-            continue
-        widest = max((len(n.forwards) for n in _walk(root)), default=0)
-        if widest > MAX_FORWARDS:
-            blamed = True
-            problems.append((rule, f"too many 'any' branches end on the same condition ({widest}); durable-rules "
-                             f"takes at most {MAX_FORWARDS} (limit NEXT_LIST_LENGTH)"))
-            continue
-        stack = _stack_bound(root)
-        if stack > MAX_ALPHA_STACK:
-            blamed = True
-            problems.append((rule, f"with this rule, one patient can make the engine hold up to {stack} pending "
-                             f"conditions; durable-rules holds at most {MAX_ALPHA_STACK} (limit MAX_STACK_SIZE) "
-                             "and would fail on that patient: use fewer distinct thresholds or alternatives "
-                             "directly after the same condition"))
+        compiled.append((rule, match))
+    if _network_problem(compiled) is None:
+        return problems
+    for end in range(1, len(compiled) + 1):  # find the first rule that crosses a limit, to name it
+        problem = _network_problem(compiled[:end])
+        if problem is not None:
+            problems.append((compiled[end - 1][0], problem))
+            break
     return problems
+
+
+def _network_problem(compiled: list[tuple[Rule, dict[str, Any]]]) -> str | None:
+    """Why the alpha network of these rules (plus the catch-all) exceeds an engine limit, or None."""
+    root = _Alpha()
+    root.children[("kind", "$ex", "1")] = _Alpha()  # the catch-all
+    for _, match in compiled:
+        _link(match, root).betas += 1
+    widest = max((len(n.forwards) for n in _walk(root)), default=0)
+    if widest > MAX_FORWARDS:
+        return (f"too many 'any' branches end on the same condition ({widest}); durable-rules takes at most "
+                f"{MAX_FORWARDS} (limit NEXT_LIST_LENGTH)")
+    stack = _stack_bound(root)
+    if stack > MAX_ALPHA_STACK:
+        return (f"with this rule, one patient can make the engine hold up to {stack} pending conditions; "
+                f"durable-rules holds at most {MAX_ALPHA_STACK} (limit MAX_STACK_SIZE) and would fail on that "
+                "patient: use fewer distinct thresholds, or fewer alternatives directly after the same condition")
+    return None
 
 
 def _walk(root: _Alpha) -> list[_Alpha]:

@@ -136,7 +136,7 @@ def not_evaluated(error: BaseException, what: str = "the evaluation failed") -> 
 
 
 def worker_died(line: int | None = None) -> InputProblem:
-    found = "the worker process evaluating it died twice"
+    found = "the worker process evaluating it died or failed, twice"
     return InputProblem("$", "a document the rule engine can evaluate", found,
                         f"not evaluated: {found}; this is a bug in cdss, please report it")
 
@@ -331,7 +331,7 @@ def _wait(future: Any, stop: Stop, pool: _Pool) -> Any:
             waited += POLL_SECONDS
             if waited >= CHUNK_TIMEOUT_SECONDS or pool.lost_a_worker():
                 raise _Broken from None
-        except concurrent.futures.process.BrokenProcessPool:
+        except Exception:  # noqa: BLE001 - a dead worker, or a chunk that failed as a whole: retry it line by line
             raise _Broken from None
 
 
