@@ -12,7 +12,8 @@ loader refuses a rule set that the engine could not run (docs/RULE-LANGUAGE.md, 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .conditions import FALSE, TRUE, to_durable
 from .model import Rule
@@ -100,7 +101,7 @@ def engine_numbers(expression: Any, op: str | None = None) -> Any:
 class _Alpha:
     """One node of our model of durable-rules' alpha network (rete.c: createAlpha, findAlpha)."""
 
-    __slots__ = ("children", "forwards", "betas")
+    __slots__ = ("betas", "children", "forwards")
 
     def __init__(self) -> None:
         self.children: dict[tuple[str, str, str], _Alpha] = {}  # (property, operator, value) -> node

@@ -16,14 +16,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cdss
 from cdss.errors import ParameterError, PatientDataError, RuleFileError
@@ -354,7 +354,7 @@ def test_item13_unwritable_output_unreadable_input_and_odd_rule_files(tmp_path: 
     assert done.returncode == 5 and b"cannot write the output: No space left on device" in done.stderr
     closed = subprocess.run([*CDSS, "evaluate", str(tmp_path / "one.json")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, timeout=60, check=False,
-                            preexec_fn=lambda: os.close(1))  # noqa: PLW1509 - the closed stdout is the test
+                            preexec_fn=lambda: os.close(1))
     assert closed.returncode == 5 and b"standard output is closed" in closed.stderr
     # an unreadable input is an error record in place; the next input is still read
     from cdss.cli.batch import read_lines
@@ -392,7 +392,8 @@ def test_batch_worker_that_dies_is_replaced_and_its_lines_retried(tmp_path: Path
         children: list[int] = []
         deadline = time.monotonic() + 60
         while not children and time.monotonic() < deadline:
-            listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True)
+            listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True,
+                                    check=False)
             children = [int(p) for p in listed.stdout.split()]
             time.sleep(0.05)
         assert children, "no worker process appeared"

@@ -11,11 +11,11 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
 from ..result import compact
+from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
 
 if TYPE_CHECKING:
     from ..loader import LoadedRules
@@ -38,7 +38,7 @@ class Block:
     instead of hundreds of small strings.
     """
 
-    __slots__ = ("data", "records", "counts", "errors", "failed", "first_errors")
+    __slots__ = ("counts", "data", "errors", "failed", "first_errors", "records")
 
     def __init__(self, outputs: list[Output]) -> None:
         self.data = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
@@ -164,7 +164,7 @@ def _run_chunk(lines: list[Line]) -> Block:
     return Block(_worker.evaluate_chunk(lines))
 
 
-def read_lines(inputs: Iterable[tuple[str, "BinaryIO | Exception"]]) -> Iterator[Line]:
+def read_lines(inputs: Iterable[tuple[str, BinaryIO | Exception]]) -> Iterator[Line]:
     """Every line of every input; an input that cannot be opened or read yields one error line
     (an InputProblem in place of the bytes) and the next input is still read."""
     for name, stream in inputs:
@@ -217,7 +217,7 @@ class Stop:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         import signal
 
         for sig, handler in self._saved.items():
@@ -344,7 +344,7 @@ class _Broken(Exception):
 
 
 def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str,
-             stop: Stop | None = None) -> Iterator[Block]:
+             stop: Stop | None = None) -> Generator[Block, None, None]:
     """Outputs in input order from `workers` processes, each loading the rule set once.
 
     A worker that dies takes the chunks in flight with it: the pool is replaced and each of
@@ -388,7 +388,7 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
         pool.kill()
 
 
-def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Iterator[Block]:
+def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
     """Second try for the lines of a chunk whose worker died: one line at a time, a new worker
     after each death; a line that kills a worker again becomes an error record."""
     pool = _Pool(1, initargs)
@@ -404,7 +404,7 @@ def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> It
 
 
 def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str,
-               stop: Stop | None = None) -> Iterator[Block]:
+               stop: Stop | None = None) -> Generator[Block, None, None]:
     evaluator = Evaluator(rules, trace=trace, fmt=fmt)
     for item in lines:
         if stop is not None and stop.signal is not None:
