@@ -34,6 +34,8 @@ class RuleSet:
             if problem:
                 raise ParameterError(f"parameter values conflict: {problem}")
         check_values_like_defaults(loaded, values)
+        if overrides:
+            check_engine_limits(loaded, values)
         self._params = MappingProxyType(values)
         self._params_key = canonical(values)
         self._rules = MappingProxyType({rule.id: rule for rule in loaded.rules})
@@ -233,3 +235,13 @@ def check_values_like_defaults(loaded: LoadedRules, values: Mapping[str, Any]) -
             if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
                 raise ParameterError(f"parameter values make rule '{rule.id}' advise {span} from {low} to {high}: "
                                      f"the minimum may not exceed the maximum")
+
+
+def check_engine_limits(loaded: LoadedRules, values: Mapping[str, Any]) -> None:
+    """The engine limits, again under overridden values: two thresholds that were equal by
+    default are two conditions for the engine once they differ (docs/RULE-LANGUAGE.md)."""
+    from .compiler import limit_problems
+
+    for rule, message in limit_problems(loaded.rules, dict(values)):
+        where = f" (rule '{rule.id}')" if rule is not None else ""
+        raise ParameterError(f"with these parameter values the rule set exceeds an engine limit{where}: {message}")

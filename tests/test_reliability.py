@@ -261,6 +261,16 @@ def test_item08_parameter_overrides_are_checked_like_defaults(tmp_path: Path) ->
     assert policy.with_parameters({"sets_min": 3, "sets_max": 4}).parameter_values["sets_max"] == 4
     with pytest.raises(ParameterError, match="advise sets from 9 to 1"):
         policy.with_parameters({"sets_min": 9, "sets_max": 1})
+    # equal thresholds are one engine condition, different ones two: overrides are re-checked against the limits
+    many = {f"r-{i}": f"{{field: exercise.weeks_consistent, gte: {i}}}" for i in range(62)}
+    many.update({"p": "{field: exercise.weeks_consistent, gte: {param: p}}",
+                 "q": "{field: exercise.weeks_consistent, gte: {param: q}}"})
+    declared = "".join(f"  {name}:\n    type: integer\n    default: 0\n    origin: policy\n    description: d\n"
+                       for name in ("p", "q"))
+    limits = cdss.load_rules(write_rule_set(tmp_path / "many", rules_body(many, "parameters:\n" + declared)))
+    limits.evaluate(patient(exercise={"weeks_consistent": 520}))
+    with pytest.raises(ParameterError, match="exceeds an engine limit.*MAX_STACK_SIZE"):
+        limits.with_parameters({"p": 100, "q": 200})
     for value in ("1_2", "\u0666", "4\u0660", "0x4", " 4 5"):
         done = run_cdss("evaluate", "--param", f"dedicated_effort_min_weeks={value}", "-", input=jsonl([patient()]))
         assert done.returncode == 2, value
