@@ -384,7 +384,7 @@ def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> N
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity != "error"]
         for problem in problems:
-            click.echo(problem.format())
+            click.echo(printable(problem.format()))
         shown = path if path is not None else f"{rules_dir()} (bundled)"
         if errors or loaded is None:
             failed = True
