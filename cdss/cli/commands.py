@@ -489,6 +489,9 @@ def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path |
     click.echo(f"cdss: wrote {output}", err=True)
 
 
+cli.add_command(__import__("cdss.cli.batchjob", fromlist=["batch"]).batch)  # cdss batch (Dask), issue 14
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console entry point (`cdss`)."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="cdss")

@@ -1,0 +1,141 @@
+"""One input record in, one output record out: the same bytes as `cdss evaluate --jsonl`.
+
+Everything the Dask job and the DataFrame adapter write comes from `evaluate_partition`.
+It parses and evaluates with the very functions the local batch uses (`cdss.cli.input`
+for strict parsing, `cdss.cli.batch.error_record` for error records), so an output line
+here is byte-identical to `cdss evaluate --jsonl` for the same input line, and an invalid
+document becomes an error record in its place (file and line or row), never a gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from ..ruleset import RuleSet
+    from ..result import Assessment
+
+Row = Union[bytes, str, Mapping[str, Any], None]
+"""One input: raw JSON text (bytes or str, parsed strictly) or an already parsed document."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The output for one input record, plus the flat fields the summary and Parquet output need."""
+
+    json: str
+    """The output line (no newline): the result document, or the error record."""
+    file: str
+    position: int
+    """Line number (JSON Lines) or row number (Parquet, DataFrames), counted from 1."""
+    patient_id: str | None = None
+    urgency: str | None = None
+    red_flag_screening: str | None = None
+    plan_status: str | None = None
+    rules: tuple[str, ...] = ()
+    """Ids of the rules named in the result (findings and cards), sorted."""
+    error: str | None = None
+    """The error message of an invalid record; None for a result."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.position}"
+
+
+def _evaluate(rules: RuleSet, documents: Sequence[Any]) -> list[Assessment | Exception]:
+    """Evaluate documents in order; a PatientDataError is returned in place of its result.
+
+    The one seam to the core: when `RuleSet.evaluate_many` exists (issue 15), this becomes
+    that one call.
+    """
+    from ..errors import PatientDataError
+
+    out: list[Assessment | Exception] = []
+    for document in documents:
+        try:
+            out.append(rules.evaluate(document))
+        except PatientDataError as error:
+            out.append(error)
+    return out
+
+
+def _result(assessment: Assessment, file: str, position: int, document: Mapping[str, Any]) -> Outcome:
+    named = {f["rule"] for f in assessment.findings} | {c["rule"] for c in assessment.cards}
+    patient_id = document.get("patient_id")
+    return Outcome(json=str(assessment.to_json()), file=file, position=position,
+                   patient_id=patient_id if isinstance(patient_id, str) else None,
+                   urgency=assessment.urgency, red_flag_screening=assessment.red_flag_screening,
+                   plan_status=str(assessment.plan["status"]), rules=tuple(sorted(named)))
+
+
+def _error(problem: Any, file: str, position: int, kind: str) -> Outcome:
+    if kind == "line":
+        from ..cli.batch import error_record
+
+        text = error_record(file, position, problem)
+    else:  # a table row: the same record with "row" for "line"
+        from ..result import compact
+
+        text = compact({"file": file, "row": position, "error": problem.record()})
+    return Outcome(json=text, file=file, position=position, error=problem.message)
+
+
+def evaluate_partition(rows: Iterable[Row], rules: RuleSet, *, file: str = "<input>", first: int = 1,
+                       kind: str = "line", skip_blank: bool | None = None, batch: int = 256) -> Iterator[Outcome]:
+    """Evaluate `rows` in order, yielding one Outcome per record (an error record for an invalid one).
+
+    `rows`: raw JSON text (bytes or str, parsed as strictly as `cdss evaluate`), parsed
+    documents (dicts), or None (a missing value: an error record). `file` and `first`
+    (the number of the first row) name records in error records; `kind` is "line" for
+    JSON Lines (blank lines are then skipped, as `cdss evaluate --jsonl` does, but still
+    counted) or "row" for tables (every row gives a record).
+    """
+    from ..cli.input import InputProblem, oversized_line, parse_document, patient_problem
+
+    if skip_blank is None:
+        skip_blank = kind == "line"
+    pending: list[tuple[int, Any]] = []  # (position, parsed document), or an Outcome already made
+    queue: list[Outcome | int] = []
+
+    def flush() -> Iterator[Outcome]:
+        results = _evaluate(rules, [doc for _, doc in pending])
+        by_position = dict(zip((pos for pos, _ in pending), zip(results, (doc for _, doc in pending))))
+        for item in queue:
+            if isinstance(item, Outcome):
+                yield item
+                continue
+            result, document = by_position[item]
+            if isinstance(result, Exception):
+                yield _error(patient_problem(result, document), file, item, kind)
+            else:
+                yield _result(result, file, item, document)
+        pending.clear()
+        queue.clear()
+
+    position = first - 1
+    for row in rows:
+        position += 1
+        try:
+            if row is None:
+                if kind == "line":
+                    raise oversized_line()  # iter_lines gives None for a line over the size cap
+                raise InputProblem("$", "a patient document (JSON text)", "null (no value in this row)",
+                                   "$: expected a patient document (JSON text), found null (no value in this row)")
+            if isinstance(row, Mapping):
+                document: Any = row
+            else:
+                raw = row.encode("utf-8", "surrogatepass") if isinstance(row, str) else bytes(row)
+                if skip_blank and not raw.strip():
+                    continue
+                document = parse_document(raw, single_line=kind == "line")
+        except InputProblem as problem:
+            queue.append(_error(problem, file, position, kind))
+            continue
+        pending.append((position, document))
+        queue.append(position)
+        if len(pending) >= batch:
+            yield from flush()
+    if queue:
+        yield from flush()
