@@ -89,6 +89,7 @@ class RuleSource:
                 rules = _loaded.get(key)
                 if rules is None:
                     rules = _loaded[key] = self._load()
+                    loads[key] = loads.get(key, 0) + 1
         return rules
 
     def _load(self) -> RuleSet:
@@ -106,6 +107,8 @@ class RuleSource:
 
 _loaded: dict[tuple[Any, ...], RuleSet] = {}
 _lock = threading.Lock()
+loads: dict[tuple[Any, ...], int] = {}
+"""How many times each rule set was loaded in this process (the tests check: once per worker)."""
 
 
 def evaluate_frame(frame: pd.DataFrame, rules: RuleSet | RuleSource | None = None, *,

@@ -156,16 +156,22 @@ def _manifest(inputs: Sequence[str], parts: list[Partition], source: RuleSource,
             "partitions": [p.name for p in parts]}
 
 
+def precheck(options: Options) -> None:
+    """Refuse an unusable output directory before any cluster is started (cheap, on the client)."""
+    out = options.output
+    if out.exists() and not out.is_dir():
+        raise JobError(f"--output {out}: exists and is not a directory")
+    if out.is_dir() and not options.resume and any(out.iterdir()):
+        raise JobError(f"--output {out}: not empty; give an empty or new directory, or --resume to finish "
+                       "an interrupted run into it")
+
+
 def prepare_output(inputs: Sequence[str], parts: list[Partition], source: RuleSource, options: Options) -> set[str]:
     """Create / check the output directory; the names of partitions already complete (with --resume)."""
     out = options.output
     manifest = _manifest(inputs, parts, source, options)
-    if out.exists() and not out.is_dir():
-        raise JobError(f"--output {out}: exists and is not a directory")
-    existing = [p for p in out.iterdir()] if out.is_dir() else []
-    if existing and not options.resume:
-        raise JobError(f"--output {out}: not empty; give an empty or new directory, or --resume to finish "
-                       "an interrupted run into it")
+    precheck(options)
+    existing = list(out.iterdir()) if out.is_dir() else []
     done: set[str] = set()
     if existing:
         try:
@@ -246,7 +252,7 @@ class Progress:
         width = 30
         filled = int(width * self.done / self.total)
         eta = f"{int(left) // 60}:{int(left) % 60:02d}"
-        return (f"cdss: [{'#' * filled}{'.' * (width - filled)}] {100 * self.done / self.total:3.0f}% "
+        return (f"cdss: [{'#' * filled}{'.' * (width - filled)}] {100 * self.done // self.total:3d}% "
                 f"{self.done:,}/{self.total:,} records, {rate:,.0f}/s, ETA {eta}")
 
     def update(self, count: int) -> None:

@@ -47,6 +47,10 @@ class Outcome:
 def _evaluate(rules: RuleSet, documents: Sequence[Any]) -> list[Assessment | Exception]:
     """Evaluate documents in order; a PatientDataError is returned in place of its result.
 
+    So is a UnicodeEncodeError: a lone surrogate escape ("\\ud800") in a string makes the
+    core fail while assembling the result (a core bug, reported); one such document must
+    become an error record, not stop a population run.
+
     The one seam to the core: when `RuleSet.evaluate_many` exists (issue 15), this becomes
     that one call.
     """
@@ -56,18 +60,31 @@ def _evaluate(rules: RuleSet, documents: Sequence[Any]) -> list[Assessment | Exc
     for document in documents:
         try:
             out.append(rules.evaluate(document))
-        except PatientDataError as error:
+        except (PatientDataError, UnicodeEncodeError) as error:
             out.append(error)
     return out
 
 
-def _result(assessment: Assessment, file: str, position: int, document: Mapping[str, Any]) -> Outcome:
+def _result(assessment: Assessment, file: str, position: int, document: Mapping[str, Any], kind: str) -> Outcome:
+    text = str(assessment.to_json())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") cannot be written as UTF-8: report, don't crash
+        return _error(_unwritable(), file, position, kind)
     named = {f["rule"] for f in assessment.findings} | {c["rule"] for c in assessment.cards}
     patient_id = document.get("patient_id")
-    return Outcome(json=str(assessment.to_json()), file=file, position=position,
+    return Outcome(json=text, file=file, position=position,
                    patient_id=patient_id if isinstance(patient_id, str) else None,
                    urgency=assessment.urgency, red_flag_screening=assessment.red_flag_screening,
                    plan_status=str(assessment.plan["status"]), rules=tuple(sorted(named)))
+
+
+def _unwritable() -> Any:
+    from ..cli.input import InputProblem
+
+    message = ("$: expected text that is valid Unicode, found a lone surrogate escape such as \\ud800 "
+               "(the result could not be written as UTF-8)")
+    return InputProblem("$", "text that is valid Unicode", "a lone surrogate escape such as \\ud800", message)
 
 
 def _error(problem: Any, file: str, position: int, kind: str) -> Outcome:
@@ -107,10 +124,12 @@ def evaluate_partition(rows: Iterable[Row], rules: RuleSet, *, file: str = "<inp
                 yield item
                 continue
             result, document = by_position[item]
-            if isinstance(result, Exception):
+            if isinstance(result, UnicodeEncodeError):
+                yield _error(_unwritable(), file, item, kind)
+            elif isinstance(result, Exception):
                 yield _error(patient_problem(result, document), file, item, kind)
             else:
-                yield _result(result, file, item, document)
+                yield _result(result, file, item, document, kind)
         pending.clear()
         queue.clear()
 

@@ -70,6 +70,10 @@ def batch(inputs: tuple[str, ...], output: Path, scheduler: str | None, local_wo
                    EXIT_USAGE) from None
     source = RuleSource(str(rules_path.resolve()) if rules_path is not None else None, overrides, rules.info.digest)
     options = job.Options(output=output, fmt=fmt, resume=resume, partition_lines=partition_lines, column=column)
+    try:
+        job.precheck(options)
+    except job.JobError as error:
+        raise Fail(str(error), EXIT_USAGE) from None
     client = None
     try:
         if scheduler:
