@@ -9,6 +9,7 @@ document becomes an error record in its place (file and line or row), never a ga
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -71,12 +72,20 @@ def _result(assessment: Assessment, file: str, position: int, document: Mapping[
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") cannot be written as UTF-8: report, don't crash
         return _error(_unwritable(), file, position, kind)
-    named = {f["rule"] for f in assessment.findings} | {c["rule"] for c in assessment.cards}
     patient_id = document.get("patient_id")
+    status = _PLAN_STATUS.search(text)
     return Outcome(json=text, file=file, position=position,
                    patient_id=patient_id if isinstance(patient_id, str) else None,
                    urgency=assessment.urgency, red_flag_screening=assessment.red_flag_screening,
-                   plan_status=str(assessment.plan["status"]), rules=tuple(sorted(named)))
+                   plan_status=status.group(1) if status else None, rules=tuple(sorted(set(_RULE.findall(text)))))
+
+
+# Read from the compact JSON text rather than from `Assessment.findings` / `.cards` / `.plan`:
+# those return deep copies, which cost more than the evaluation itself. In compact JSON a
+# `"` inside a string is always escaped, so `"rule":"` only matches a real "rule" key (in
+# findings and cards); the tests compare both readings on every generated result.
+_RULE = re.compile(r'"rule":"([^"\\]*)"')  # rule ids are slugs: no quote, no escape
+_PLAN_STATUS = re.compile(r'"plan":\{"status":"([^"\\]*)"')
 
 
 def _unwritable() -> Any:
