@@ -19,12 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-
-pytest.importorskip("distributed", reason="needs the dask extra: pip install -e '.[test,dask]'")
-pd = pytest.importorskip("pandas")
-pa = pytest.importorskip("pyarrow")
-import pyarrow.parquet as pq  # noqa: E402
 
 from cdss.batch import RuleSource, arrow_schema, evaluate_frame, evaluate_partition, meta  # noqa: E402
 from cdss.batch import job  # noqa: E402

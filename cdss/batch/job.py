@@ -213,7 +213,7 @@ def summarise(inputs: Sequence[str], parts: list[Partition], stats: dict[str, di
         rules.update(s["rules"])
         first_errors.extend(s["first_errors"][: SHOWN_ERRORS - len(first_errors)])
     evaluated = sum(urgency.values())
-    check = f"{expected:,} input {unit} = {evaluated:,} evaluated + {errors:,} errors + {blank:,} blank lines skipped"
+    check = f"{expected:,} input {unit} = {evaluated:,} evaluated + {errors:,} invalid + {blank:,} blank lines skipped"
     if evaluated + errors != records or records + blank != expected:
         raise CountMismatch(f"the output does not add up: {check} is false ({records:,} output records)")
     return {

@@ -103,7 +103,8 @@ def batch(inputs: tuple[str, ...], output: Path, scheduler: str | None, local_wo
                 cluster.close()
     summary = report.summary
     by_urgency = ", ".join(f"{summary['urgency'][u]:,} {u}" for u in job.URGENCIES)
-    line = (f"cdss: {summary['output_records']:,} records in {summary['partitions']:,} partitions: "
+    parts = summary["partitions"]
+    line = (f"cdss: {summary['output_records']:,} records in {parts:,} partition{'s' if parts != 1 else ''}: "
             f"{summary['evaluated']:,} evaluated ({by_urgency}), {summary['errors']:,} invalid")
     if summary["errors"]:
         more = summary["errors"] - len(summary["first_errors"])
