@@ -66,37 +66,89 @@ def _write_atomically(path: Path, write: Any) -> None:
         raise
 
 
-def run_partition(part: Partition, source: RuleSource, output: str, fmt: str, column: str) -> dict[str, Any]:
-    """Evaluate one partition, write its output file (atomically) and return its counts."""
-    rules = source.rules()
-    seen = [0]
-    kind = "row" if part.kind == "parquet" else "line"
-    outcomes: list[Outcome] = list(evaluate_partition(_count(read_rows(part, column), seen), rules, file=part.path,
-                                                      first=part.first, kind=kind))
-    if seen[0] != part.count:
-        raise RuntimeError(f"{part.path}: expected {part.count:,} {kind}s from {part.first:,}, read {seen[0]:,}: "
-                           "was the file changed during the run?")
-    stats = partition_stats(part, outcomes, seen[0])
-    directory = Path(output)
-    _write_atomically(directory / STATS / f"{part.name}.json",
-                      lambda p: p.write_text(json.dumps(stats, sort_keys=True), encoding="utf-8"))
-    target = directory / f"{part.name}.{fmt}"
+class Tally:
+    """The counts of one partition, kept while its records stream to disk (the records are not kept)."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.urgency: Counter[str] = Counter()
+        self.rules: Counter[str] = Counter()
+        self.errors = 0
+        self.first_errors: list[str] = []
+
+    def count(self, outcomes: Iterator[Outcome]) -> Iterator[Outcome]:
+        for outcome in outcomes:
+            self.records += 1
+            if outcome.error is None:
+                self.urgency[outcome.urgency] += 1  # type: ignore[index]
+                self.rules.update(outcome.rules)
+            else:
+                self.errors += 1
+                if len(self.first_errors) < SHOWN_ERRORS:
+                    self.first_errors.append(outcome.where)
+            yield outcome
+
+    def stats(self, part: Partition, seen: int) -> dict[str, Any]:
+        return {"name": part.name, "input": part.count, "records": self.records, "blank": seen - self.records,
+                "urgency": {u: self.urgency.get(u, 0) for u in URGENCIES}, "rules": dict(sorted(self.rules.items())),
+                "errors": self.errors, "first_errors": self.first_errors}
+
+
+def _chunks(items: Iterator[Outcome], size: int) -> Iterator[list[Outcome]]:
+    chunk: list[Outcome] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+WRITE_CHUNK = 2_000
+
+
+def _write_records(outcomes: Iterator[Outcome], path: Path, fmt: str) -> None:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        _write_atomically(target, lambda p: pq.write_table(to_arrow(outcomes), p))
-    else:
-        _write_atomically(target, lambda p: p.write_bytes("".join(o.json + "\n" for o in outcomes).encode("utf-8")))
+        from .frame import arrow_schema
+
+        with pq.ParquetWriter(path, arrow_schema()) as writer:
+            for chunk in _chunks(outcomes, WRITE_CHUNK * 5):
+                writer.write_table(to_arrow(chunk))
+        return
+    with open(path, "wb") as out:
+        for chunk in _chunks(outcomes, WRITE_CHUNK):
+            out.write("".join([o.json + "\n" for o in chunk]).encode("utf-8"))
+
+
+def run_partition(part: Partition, source: RuleSource, output: str, fmt: str, column: str) -> dict[str, Any]:
+    """Evaluate one partition, stream its output to a temporary file, record its counts, rename: return the counts."""
+    rules = source.rules()
+    seen = [0]
+    kind = "row" if part.kind == "parquet" else "line"
+    tally = Tally()
+    outcomes = tally.count(evaluate_partition(_count(read_rows(part, column), seen), rules, file=part.path,
+                                              first=part.first, kind=kind))
+    directory = Path(output)
+    target = directory / f"{part.name}.{fmt}"
+    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        _write_records(outcomes, temporary, fmt)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        if seen[0] != part.count:
+            raise RuntimeError(f"{part.path}: expected {part.count:,} {kind}s from {part.first:,}, read {seen[0]:,}: "
+                               "was the file changed during the run?")
+        stats = tally.stats(part, seen[0])
+        _write_atomically(directory / STATS / f"{part.name}.json",
+                          lambda p: p.write_text(json.dumps(stats, sort_keys=True), encoding="utf-8"))
+        os.replace(temporary, target)  # last: an output file that exists is whole and has its counts
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return stats
-
-
-def partition_stats(part: Partition, outcomes: list[Outcome], seen: int) -> dict[str, Any]:
-    urgency = Counter(o.urgency for o in outcomes if o.error is None)
-    rules = Counter(rule for o in outcomes for rule in o.rules)
-    errors = [o for o in outcomes if o.error is not None]
-    return {"name": part.name, "input": part.count, "records": len(outcomes), "blank": seen - len(outcomes),
-            "urgency": {u: urgency.get(u, 0) for u in URGENCIES}, "rules": dict(sorted(rules.items())),
-            "errors": len(errors), "first_errors": [o.where for o in errors[:SHOWN_ERRORS]]}
 
 
 try:
