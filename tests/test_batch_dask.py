@@ -147,6 +147,17 @@ def test_non_empty_output_needs_resume_and_resume_needs_the_same_run(data: dict[
     assert "Traceback" not in done.stderr
 
 
+def test_scheduler_option_uses_an_existing_cluster(client: Any, data: dict[str, Any]) -> None:
+    path, reference = _head(data, 2_000)
+    out = data["dir"] / "out-scheduler"
+    done = subprocess.run([*CDSS, "batch", str(path), "--output", str(out), "--scheduler", client.scheduler.address,
+                           "--partition-lines", "500"], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "cdss: counts add up: 2,000 input lines = " in done.stderr
+    assert _concatenated(out) == reference
+    assert len(client.scheduler_info()["workers"]) == 2  # the command closed its client, not the cluster
+
+
 # ---------------------------------------------------------------- nothing lost, nothing twice
 
 
