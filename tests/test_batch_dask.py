@@ -225,6 +225,30 @@ def test_resume_writes_only_the_missing_partitions(client: Any, data: dict[str, 
     assert not list(out.glob(".*tmp*"))
 
 
+def test_ctrl_c_then_resume_gives_the_complete_identical_output(client: Any, data: dict[str, Any]) -> None:
+    path, reference = _head(data, 8_000)
+    out = data["dir"] / "out-interrupted"
+    command = [*CDSS, "batch", str(path), "--output", str(out), "--local-workers", "2", "--partition-lines", "250"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    deadline = time.monotonic() + 60
+    while len(_outputs(out)) < 3 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C: the whole process group, workers included
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "cdss: interrupted" in stderr
+    done_before = {p.name: p.stat().st_mtime_ns for p in _outputs(out)}
+    assert 3 <= len(done_before) < 32 and not (out / "_SUMMARY.json").exists()
+    report = job.run(client, [str(path)], RuleSource(None, {}, cdss_rules().info.digest),
+                     job.Options(output=out, partition_lines=250, resume=True), err=open(os.devnull, "w"))
+    assert sorted(report.skipped) == sorted(name.rsplit(".", 1)[0] for name in done_before)
+    assert len(report.computed) == 32 - len(done_before)
+    assert {p.name: p.stat().st_mtime_ns for p in _outputs(out) if p.name in done_before} == done_before
+    assert _concatenated(out) == reference
+    assert not list(out.glob(".*tmp*"))
+
+
 def test_the_rule_set_is_loaded_once_per_worker_not_per_task(client: Any, data: dict[str, Any]) -> None:
     def loads() -> dict[str, int]:
         from cdss.batch import frame

@@ -369,4 +369,16 @@ def local_client(workers: int) -> Any:
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
-    return Client(cluster)
+    client = Client(cluster)
+    client.run(_ignore_interrupt)
+    return client
+
+
+def _ignore_interrupt() -> None:
+    """In a local worker: Ctrl-C reaches the whole process group; let the command stop the workers
+    (it closes the cluster) instead of every worker printing a KeyboardInterrupt traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
