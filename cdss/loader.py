@@ -11,14 +11,18 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
 from .fields import Field, patient_fields
 from .model import GATED_CATEGORIES, PLACEHOLDER, GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
 from .resources import rules_dir, schema
-from .yaml_source import YamlDocument, YamlProblem, load_yaml
+if TYPE_CHECKING:  # imported when a file is read: a cached rule set needs no YAML (cold start)
+    from .yaml_source import YamlDocument
+
+Reader = Callable[[Path], bytes]
+"""Returns the bytes of a rule file; the CLI cache passes one that remembers what was read."""
 
 MANIFEST = "ruleset.yaml"
 GUIDANCE = "guidance.yaml"
@@ -45,7 +49,7 @@ class _Collector:
 
     def add(self, doc: YamlDocument | Path | str, path: Iterable[Any] | None, rule_id: str | None, message: str,
             severity: str = "error") -> None:
-        if isinstance(doc, YamlDocument):
+        if not isinstance(doc, (Path, str)):  # a YamlDocument
             where = doc.locate(tuple(path or ())) or (None, None)
             name = _display(doc.path)
         else:
@@ -73,21 +77,22 @@ def nearest(name: str, options: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def load(path: str | Path | None = None, *, schema_checked: bool = False) -> LoadedRules:
+def load(path: str | Path | None = None, *, schema_checked: bool = False, read: Reader | None = None) -> LoadedRules:
     """Load and check a rule set (directory with ruleset.yaml, or one pack file); raise RuleFileError.
 
     `schema_checked=True` skips the JSON Schema pass (and importing jsonschema) for files the
-    caller knows, byte for byte, passed it before (the CLI's verdict cache); every other
-    check still runs.
+    caller knows, byte for byte, passed it before; every other check still runs. `read`
+    replaces the bounded file read (`resources.read_rule_file`), once per file.
     """
-    loaded, problems = collect(path, schema_checked=schema_checked)
+    loaded, problems = collect(path, schema_checked=schema_checked, read=read)
     errors = [p for p in problems if p.severity == "error"]
     if errors or loaded is None:
         raise RuleFileError(errors or problems)
     return loaded
 
 
-def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> tuple[LoadedRules | None, list[Problem]]:
+def collect(path: str | Path | None = None, *, schema_checked: bool = False,
+            read: Reader | None = None) -> tuple[LoadedRules | None, list[Problem]]:
     """Load a rule set and return it with every problem found (errors first, then warnings)."""
     root = Path(path) if path is not None else rules_dir()
     out = _Collector()
@@ -100,7 +105,7 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> 
         if not manifest_path.is_file():
             out.add(root, None, None, f"no {MANIFEST} in this directory; a rule set directory names itself in {MANIFEST}")
             return None, out.problems
-        manifest_doc = _read(manifest_path, "rule-set", out, schema_checked)
+        manifest_doc = _read(manifest_path, "rule-set", out, schema_checked, read)
         if manifest_doc is None:
             return None, out.problems
         pack_paths = _pack_paths(root, manifest_doc, out)
@@ -108,9 +113,9 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> 
     else:
         pack_paths = [root]
         guidance_path = root.parent / GUIDANCE if (root.parent / GUIDANCE).is_file() else rules_dir() / GUIDANCE
-    guidance_doc = _read(guidance_path, "guidance", out, schema_checked)
+    guidance_doc = _read(guidance_path, "guidance", out, schema_checked, read)
     guidance = _guidance(guidance_doc, out) if guidance_doc else {}
-    docs = [doc for doc in (_read(p, "rule-pack", out, schema_checked) for p in pack_paths) if doc is not None]
+    docs = [doc for doc in (_read(p, "rule-pack", out, schema_checked, read) for p in pack_paths) if doc is not None]
     if len(docs) != len(pack_paths) or not guidance:
         return None, _sorted(out.problems)
     loaded = _build(root, manifest_doc, docs, guidance_doc, guidance, out)
@@ -146,9 +151,12 @@ def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Pat
     return paths
 
 
-def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = False) -> YamlDocument | None:
+def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = False,
+          read: Reader | None = None) -> YamlDocument | None:
+    from .yaml_source import YamlProblem, load_yaml
+
     try:
-        doc = load_yaml(path)
+        doc = load_yaml(path, read)
     except YamlProblem as problem:
         out.problems.append(Problem(_display(path), problem.line, problem.column, None, problem.message))
         return None
