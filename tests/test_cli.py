@@ -291,6 +291,7 @@ def test_engine_error_is_an_internal_error(tmp_path: Path, monkeypatch: pytest.M
         raise EngineError("durable-rules did not handle the patient fact")
 
     monkeypatch.setattr(RuleSet, "evaluate", fail)
+    monkeypatch.setattr(RuleSet, "evaluate_many", fail)  # what --jsonl batches call
     result = invoke("evaluate", "--jsonl", "-", input=json.dumps(EMERGENCY) + "\n")
     assert result.exit_code == 4
     assert "the rule engine failed (EngineError: durable-rules did not handle" in result.stderr

@@ -98,3 +98,49 @@ def test_batches_and_single_evaluations_from_four_threads_agree() -> None:
     child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr
     assert "wrong 0" in child.stdout
+
+
+CDSS = Path(sys.executable).with_name("cdss")
+
+
+def test_jsonl_file_batches_equal_one_evaluation_per_line(tmp_path: Path, bundled: cdss.RuleSet) -> None:
+    """`cdss evaluate --jsonl FILE` evaluates chunks through evaluate_many: every line as `evaluate` gives it."""
+    import json
+
+    docs: list[Any] = [patient(exercise={"weeks_consistent": w}, back_pain={"present": w % 2 == 0}) for w in range(150)]
+    docs[7] = {"red_flags": {"significant_leg_weakness": "no"}}
+    docs[70] = docs[71] = docs[72] = docs[3]  # identical patients in one chunk
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    done = subprocess.run([str(CDSS), "evaluate", "--jsonl", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1  # one invalid line
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(docs)
+    for index, (line, doc) in enumerate(zip(lines, docs)):
+        if index == 7:
+            assert json.loads(line)["error"]["path"] == "$.red_flags.significant_leg_weakness"
+        else:
+            assert line == bundled.evaluate(doc).to_json()
+
+
+def test_jsonl_from_a_pipe_answers_each_line_without_waiting_for_a_chunk() -> None:
+    """A live feed (a pipe) gets each result at once, not after 64 lines: an emergency must not wait."""
+    import json
+    import queue
+    import threading
+
+    emergency = patient(red_flags={"significant_leg_weakness": True, "numbness_or_tingling_radiating_down_leg": False,
+                                   "sudden_bladder_or_bowel_control_loss": False})
+    process = subprocess.Popen([str(CDSS), "evaluate", "--jsonl", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    answers: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: answers.put(process.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        process.stdin.write(json.dumps(emergency).encode() + b"\n")
+        process.stdin.flush()
+        first = answers.get(timeout=60)  # the pipe stays open: only line-at-a-time can answer
+        assert json.loads(first)["urgency"] == "emergency"
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)

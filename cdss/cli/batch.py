@@ -93,7 +93,42 @@ class Evaluator:
         return self.render(assessment), assessment.urgency, None
 
     def chunk(self, lines: list[Line]) -> list[Output]:
-        return [out for out in (self.line(*item) for item in lines) if out is not None]
+        """The outputs of many lines, in order (blank lines skipped): every parsed document goes
+        through one `evaluate_many` call, so the engine shares a session per chunk of patients."""
+        from ..errors import PatientDataError
+
+        slots: list[Output | _Parsed] = []  # per non-blank line: its error Output, or its parsed document
+        for name, number, raw in lines:
+            try:
+                if raw is None:
+                    raise oversized_line()
+                if not raw.strip():
+                    continue
+                slots.append(_Parsed(name, number, parse_document(raw, single_line=True)))
+            except InputProblem as problem:
+                slots.append((error_record(name, number, problem), None, f"{name}:{number}"))
+        results = self.rules.evaluate_many([s.document for s in slots if isinstance(s, _Parsed)], trace=self.trace)
+        out: list[Output] = []
+        for slot in slots:
+            if not isinstance(slot, _Parsed):
+                out.append(slot)
+                continue
+            result = next(results)
+            if isinstance(result, PatientDataError):
+                problem = patient_problem(result, slot.document)
+                out.append((error_record(slot.name, slot.number, problem), None, f"{slot.name}:{slot.number}"))
+            else:
+                out.append((self.render(result), result.urgency, None))
+        return out
+
+
+class _Parsed:
+    """A line parsed into a document, waiting for its result."""
+
+    __slots__ = ("name", "number", "document")
+
+    def __init__(self, name: str, number: int, document: Any) -> None:
+        self.name, self.number, self.document = name, number, document
 
 
 _worker: Evaluator | None = None
@@ -113,10 +148,24 @@ def _run_chunk(lines: list[Line]) -> Block:
     return Block(_worker.chunk(lines))
 
 
-def read_lines(inputs: Iterable[tuple[str, BinaryIO]]) -> Iterator[Line]:
+def read_lines(inputs: Iterable[tuple[str, BinaryIO]], live: set[str] | None = None) -> Iterator[Line]:
+    """Every line of every input; the names of inputs that are not regular files (pipes, terminals:
+    lines may arrive one at a time) are added to `live` before their first line."""
     for name, stream in inputs:
+        if live is not None and not _regular(stream):
+            live.add(name)
         for number, raw in iter_lines(stream):
             yield name, number, raw
+
+
+def _regular(stream: Any) -> bool:
+    import os
+    import stat
+
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
@@ -147,12 +196,26 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
             yield pending.popleft().get()
 
 
-def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str) -> Iterator[Block]:
+def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str,
+               live: set[str] | None = None) -> Iterator[Block]:
+    """In this process, `BATCH_SIZE` lines of a file at a time (one engine session per chunk);
+    lines of the inputs named in `live` one at a time."""
+    from ..ruleset import BATCH_SIZE
+
     evaluator = Evaluator(rules, trace=trace, fmt=fmt)
+    chunk: list[Line] = []
     for item in lines:
-        out = evaluator.line(*item)
-        if out is not None:
-            yield Block([out])
+        chunk.append(item)
+        # a line from a pipe or terminal is answered at once: the next one may be minutes away
+        if len(chunk) >= BATCH_SIZE or (live is not None and item[0] in live):
+            outputs = evaluator.chunk(chunk)
+            chunk = []
+            if outputs:
+                yield Block(outputs)
+    if chunk:
+        outputs = evaluator.chunk(chunk)
+        if outputs:
+            yield Block(outputs)
 
 
 class Progress:
@@ -182,9 +245,10 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
         fmt: str, err: IO[str] | None = None) -> int:
     """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
     err = err or sys.stderr
-    lines = read_lines(inputs)
+    live: set[str] = set()
+    lines = read_lines(inputs, live)
     blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt) if workers > 1
-              else sequential(lines, rules, trace=trace, fmt=fmt))
+              else sequential(lines, rules, trace=trace, fmt=fmt, live=live))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = 0
     first_errors: list[str] = []
