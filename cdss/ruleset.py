@@ -125,10 +125,16 @@ class RuleSet:
         the engine's fixed cost per patient). `patients` is consumed lazily, one chunk at a
         time, so memory stays bounded. An EngineError is raised, not yielded: it is not about
         one document. Thread-safe like `evaluate()`; other threads wait at most one chunk.
+        Bad arguments (a single document instead of an iterable, a chunk < 1) raise at once.
         """
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-        iterator = iter(patients)
+        if isinstance(patients, (str, bytes, bytearray, Mapping)):  # one document, iterated by mistake
+            raise TypeError("evaluate_many takes an iterable of patient documents (e.g. a list); "
+                            "for one document use evaluate()")
+        return self._many(iter(patients), trace, chunk)
+
+    def _many(self, iterator: Iterator[Any], trace: bool, chunk: int) -> Iterator[Assessment | PatientDataError]:
         while True:
             documents = list(itertools.islice(iterator, chunk))
             if not documents:

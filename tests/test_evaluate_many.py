@@ -72,7 +72,14 @@ def test_empty_input_and_bad_chunk_sizes(bundled: cdss.RuleSet) -> None:
     assert list(bundled.evaluate_many([])) == []
     for chunk in (0, -1, True, 2.5):
         with pytest.raises(ValueError, match="chunk"):
-            list(bundled.evaluate_many([{}], chunk=chunk))  # type: ignore[arg-type]
+            bundled.evaluate_many([{}], chunk=chunk)  # type: ignore[arg-type]
+
+
+def test_one_document_passed_whole_is_refused_not_iterated(bundled: cdss.RuleSet) -> None:
+    """A dict (or text) is iterable: its keys would become 'patients', each an error. Refuse it instead."""
+    for wrong in ({"red_flags": {}}, '{"red_flags": {}}', b"{}"):
+        with pytest.raises(TypeError, match="iterable of patient documents"):
+            bundled.evaluate_many(wrong)  # type: ignore[arg-type]  # at the call, not at the first item
 
 
 def test_batches_and_single_evaluations_from_four_threads_agree() -> None:
