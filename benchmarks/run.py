@@ -25,8 +25,10 @@ Before timing, it checks what it times: the one-pass validation+flattening equal
 reference path (`validate_patient` + `flatten`) on valid and on mutated, mostly invalid
 documents, durable-rules, the reference interpreter and the generated function fire the
 same rules for every document, and `evaluate_many()` gives what `evaluate()` gives for every
-document and mutant. Results go to benchmarks/results/latest.json and a Markdown
-table to stdout (paste it into the README benchmarks section).
+document and mutant. Results go to an untracked file,
+benchmarks/results/run-<UTC timestamp>.json (or --output PATH), whose path the run prints; the
+tracked benchmarks/results/latest.json (the figures the README quotes) is overwritten only with
+--record. A Markdown table goes to stdout (paste it into the README benchmarks section).
 
 Per-call timings are medians over every call of every round (rounds interleave the paths, so
 background load hits them alike); the machine may be shared, so the load average is recorded.
@@ -51,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
+RECORD = HERE / "results" / "latest.json"  # tracked: the figures the README quotes; written only with --record
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
@@ -712,12 +715,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-cli", action="store_true", help="skip (d) and (e)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): to prove the script works")
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to write the results (default: benchmarks/results/run-<UTC timestamp>.json, untracked)")
+    parser.add_argument("--record", action="store_true",
+                        help="also overwrite the tracked benchmarks/results/latest.json (the README's figures); "
+                        "refused with --quick")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--default-allocator", action="store_true",
                         help="measure in-process paths without cdss.engine.tune_allocator() (what an embedding "
                         "host gets unless it opts in; the cdss command always tunes)")
     args = parser.parse_args(argv)
+    if args.record and args.quick:
+        parser.error("--record keeps the README's figures: a --quick run is too small to record")
+    if args.output is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        args.output = HERE / "results" / f"run-{stamp}.json"
     if not args.default_allocator:
         import cdss.engine
 
@@ -757,10 +769,13 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["verdicts"] = verdicts(result)
     result["markdown"] = markdown(result)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    targets = [args.output] + ([RECORD] if args.record and args.output.resolve() != RECORD.resolve() else [])
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
     print(result["markdown"])
-    print(f"\n({result['seconds']} s; written to {args.output})", file=sys.stderr)
+    print(f"\n({result['seconds']} s; written to {' and '.join(map(str, targets))})", file=sys.stderr)
     return 0
 
 

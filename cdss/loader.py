@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
+from .evidence import SourceDocument, quote_problem, section_problem, source_for
 from .fields import Field, patient_fields
 from .model import GATED_CATEGORIES, PLACEHOLDER, GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
-from .resources import rules_dir, schema
+from .resources import MAX_SOURCE_BYTES, read_rule_file, rules_dir, schema
+
 if TYPE_CHECKING:  # imported when a file is read: a cached rule set needs no YAML (cold start)
     from .yaml_source import YamlDocument
 
-Reader = Callable[[Path], bytes]
-"""Returns the bytes of a rule file; the CLI cache passes one that remembers what was read."""
+Reader = Callable[[Path, int], bytes]
+"""`read(path, limit)`: at most limit + 1 bytes of a file, as `resources.read_rule_file`; the CLI
+cache passes one that remembers what was read, so its key covers exactly the bytes parsed."""
 
 MANIFEST = "ruleset.yaml"
 GUIDANCE = "guidance.yaml"
@@ -41,6 +44,8 @@ class LoadedRules:
     parameters: dict[str, Parameter]
     guidance: dict[str, GuidanceItem]
     warnings: tuple[Problem, ...] = ()
+    sources: tuple[SourceDocument, ...] = ()  # declared in ruleset.yaml; empty: quotes not verified
+    inventory: Path | None = None  # the guidance inventory file, when declared
 
 
 @dataclass
@@ -109,21 +114,28 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False,
         if manifest_doc is None:
             return None, out.problems
         pack_paths = _pack_paths(root, manifest_doc, out)
-        guidance_path = root / GUIDANCE if (root / GUIDANCE).is_file() else rules_dir() / GUIDANCE
+        declared = manifest_doc.data["rule_set"].get("guidance")
+        guidance_path = (root / declared if declared else root / GUIDANCE if (root / GUIDANCE).is_file()
+                         else rules_dir() / GUIDANCE)
+        sources, inventory = _evidence(root, manifest_doc, out, read)
     else:
         pack_paths = [root]
         guidance_path = root.parent / GUIDANCE if (root.parent / GUIDANCE).is_file() else rules_dir() / GUIDANCE
+        sources, inventory = _evidence(root.parent, _beside(root.parent / MANIFEST, read), _Collector(), read)
     guidance_doc = _read(guidance_path, "guidance", out, schema_checked, read)
     guidance = _guidance(guidance_doc, out) if guidance_doc else {}
     docs = [doc for doc in (_read(p, "rule-pack", out, schema_checked, read) for p in pack_paths) if doc is not None]
     if len(docs) != len(pack_paths) or not guidance:
         return None, _sorted(out.problems)
+    if sources:
+        _check_quotes(docs, sources, out)
     loaded = _build(root, manifest_doc, docs, guidance_doc, guidance, out)
     problems = _sorted(out.problems)
     if out.errors:
         return None, problems
     assert loaded is not None
     loaded.warnings = tuple(p for p in problems if p.severity == "warning")
+    loaded.sources, loaded.inventory = tuple(sources), inventory
     return loaded, problems
 
 
@@ -137,9 +149,15 @@ def yaml_files(directory: Path) -> list[Path]:
 
 
 def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Path]:
+    guidance_name = manifest.data["rule_set"].get("guidance") or GUIDANCE
     listed = manifest.data["rule_set"].get("packs")
     if listed is None:
-        return [p for p in yaml_files(root) if p.name not in (MANIFEST, GUIDANCE)]
+        return [p for p in yaml_files(root) if p.name not in (MANIFEST, guidance_name)]
+    for extra in yaml_files(root):  # a forgotten pack is silently not loaded: say so
+        if extra.name not in (MANIFEST, guidance_name, *listed):
+            out.problems.append(Problem(_display(extra), 1, 1, None, f"'{extra.name}' is in the rule-set directory but not "
+                                        f"listed in {MANIFEST} packs: its rules are not loaded; add it to packs, or move "
+                                        "it out of the directory", "warning"))
     paths = []
     for i, name in enumerate(listed):
         candidate = root / name
@@ -149,6 +167,76 @@ def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Pat
         else:
             paths.append(candidate)
     return paths
+
+
+def _beside(manifest_path: Path, read: Reader | None = None) -> YamlDocument | None:
+    """The manifest next to a single pack file, for its declared sources; None if absent or unreadable."""
+    from .yaml_source import YamlProblem, load_yaml
+
+    try:
+        doc = load_yaml(manifest_path, read) if manifest_path.is_file() else None
+    except (YamlProblem, OSError):
+        return None
+    ok = doc is not None and isinstance(doc.data, dict) and isinstance(doc.data.get("rule_set"), dict)
+    return doc if ok else None
+
+
+def _evidence(root: Path, manifest: YamlDocument | None, out: _Collector,
+              read: Reader | None = None) -> tuple[list[SourceDocument], Path | None]:
+    """The source documents and guidance inventory the manifest declares, read and checked to exist."""
+    if manifest is None:
+        return [], None
+    spec = manifest.data["rule_set"]
+    sources: list[SourceDocument] = []
+    inside = root.resolve()
+    for i, item in enumerate(spec.get("sources") or ()):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            continue  # the schema check reports it
+        path = root / item["path"]
+        where = ("rule_set", "sources", i, "path")
+        if not path.resolve().is_relative_to(inside):
+            out.add(manifest, where, None, f"source '{item['path']}' lies outside the rule-set directory; keep the evidence inside it")
+            continue
+        try:
+            raw = (read or read_rule_file)(path, MAX_SOURCE_BYTES)  # once, bounded; the CLI cache hashes these bytes
+            if len(raw) > MAX_SOURCE_BYTES:
+                out.add(manifest, where, None, f"source file '{item['path']}' is over {MAX_SOURCE_BYTES:,} bytes")
+                continue
+            text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text() reads it
+        except FileNotFoundError:
+            out.add(manifest, where, None, f"source file '{item['path']}' does not exist; copy the source document there "
+                    "or correct the path")
+            continue
+        except (OSError, UnicodeDecodeError) as error:
+            out.add(manifest, where, None, f"source file '{item['path']}' cannot be read as UTF-8 text ({error})")
+            continue
+        sources.append(SourceDocument(str(item.get("id", "")), str(item.get("title", "")), path, text))
+    inventory = spec.get("inventory")
+    inventory_path = root / inventory if isinstance(inventory, str) else None
+    if inventory_path is not None and not inventory_path.is_file():
+        out.add(manifest, ("rule_set", "inventory"), None, f"guidance inventory '{inventory}' does not exist")
+        inventory_path = None
+    return sources, inventory_path
+
+
+def _check_quotes(docs: list[YamlDocument], sources: list[SourceDocument], out: _Collector) -> None:
+    """Every rule's quote verbatim in the source its pack cites, under the section it names."""
+    for doc in docs:
+        cited = (doc.data["pack"].get("source") or {}).get("file")
+        source = source_for(sources, cited)
+        text = source.text if source else "\n\n".join(s.text for s in sources)
+        name = _display(source.path) if source else "the declared sources"
+        for i, raw in enumerate(doc.data["rules"]):
+            if raw.get("status") == "retired" or doc.data["pack"].get("status") == "retired":
+                continue
+            quote, section = raw["source"]["quote"], raw["source"]["section"]
+            problem = quote_problem(quote, text, name)
+            if problem:
+                out.add(doc, ("rules", i, "source", "quote"), raw["id"], problem)
+                continue
+            problem = section_problem(section, quote, text, name)
+            if problem:
+                out.add(doc, ("rules", i, "source", "section"), raw["id"], problem)
 
 
 def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = False,

@@ -55,6 +55,9 @@ def schema(name: str) -> Any:
 MAX_RULE_FILE_BYTES = 1024 * 1024
 """The largest rule file (pack, manifest, guidance) cdss reads."""
 
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
+"""The largest source document (declared in ruleset.yaml) cdss reads."""
+
 
 def read_rule_file(path: Path, limit: int = MAX_RULE_FILE_BYTES) -> bytes:
     """At most `limit` + 1 bytes of a regular file (more means: too large); OSError otherwise.

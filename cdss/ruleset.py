@@ -105,20 +105,36 @@ class RuleSet:
     def evaluate(self, patient: Mapping[str, Any], *, trace: bool = False) -> Assessment:
         """Validate the patient document, run the rules, and assemble the result.
 
-        Raises PatientDataError for an invalid document (nothing reaches the engine) and
-        EngineError if durable-rules fails.
+        `patient` is a patient document or a completed FHIR QuestionnaireResponse answering this
+        rule set's Questionnaire (recognised by `resourceType`, see cdss.fhir). Raises
+        PatientDataError for an invalid document (nothing reaches the engine) and EngineError if
+        durable-rules fails.
         """
-        document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
+        document, fact, unknown, encoded = self._prepare(patient)
         fired = (self._engine or self._durable()).fire_encoded(encoded)
         if not fired <= self._rule_ids:
             raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
         steps = self._trace(fact, fired) if trace else None
         return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps)
 
+    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str]:
+        """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path."""
+        try:
+            return prepare(patient)  # validation and the fact, in one pass
+        except PatientDataError:
+            # Only a document that is not a valid patient document may be a FHIR resource: the
+            # plain-document path pays nothing for FHIR, and cdss.fhir is imported only for one.
+            if not (isinstance(patient, Mapping) and "resourceType" in patient):
+                raise
+            from .fhir.response import as_patient_document
+
+            return prepare(as_patient_document(patient, self))
+
     def evaluate_many(self, patients: Iterable[Any], *, trace: bool = False,
                       chunk: int = BATCH_SIZE) -> Iterator[Assessment | PatientDataError]:
         """Evaluate many patients; yields, in input order, one item per document: its Assessment,
-        or the PatientDataError that `evaluate()` would raise for it (the run goes on).
+        or the PatientDataError that `evaluate()` would raise for it (the run goes on). A document
+        may be anything `evaluate()` takes (a patient document, a FHIR QuestionnaireResponse).
 
         Each Assessment is the same, byte for byte, as `evaluate(patient)` gives. Up to `chunk`
         valid documents share one durable-rules session (its creation and release is most of
@@ -142,7 +158,7 @@ class RuleSet:
             prepared: list[Any] = []
             for document in documents:
                 try:
-                    prepared.append(prepare(document))
+                    prepared.append(self._prepare(document))
                 except PatientDataError as error:
                     prepared.append(error)
             valid = [item for item in prepared if not isinstance(item, PatientDataError)]

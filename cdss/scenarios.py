@@ -7,6 +7,7 @@ exercise which rule). Format: schemas/scenario.schema.json.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,18 @@ class Scenario:
     patient: dict[str, Any]
     parameters: dict[str, Any]
     expect: dict[str, Any]
+    lines: tuple[tuple[str, int], ...] = ()  # expectation key (`urgency`, `fired:RULE`...) -> line
+
+    def line_of(self, key: str) -> int | None:
+        """The line of one expectation (`urgency`, `fired:RULE`...), else the scenario's own line."""
+        for name, line in self.lines:
+            if name == key:
+                return line
+        base = key.split(":", 1)[0]
+        for name, line in self.lines:
+            if name == base:
+                return line
+        return self.line
 
     @property
     def label(self) -> str:
@@ -44,6 +57,37 @@ class Scenario:
 
 def load_scenarios(directory: Path) -> list[Scenario]:
     """Every scenario in every *.yaml file of a directory, in file and list order."""
+    from .loader import yaml_files
+
+    return load_scenario_files(yaml_files(directory))
+
+
+def scenario_files(paths: Iterable[Path]) -> list[Path]:
+    """The scenario files named: a file as is, a directory as its *.yaml / *.yml files (sorted)."""
+    from .loader import yaml_files
+
+    out: list[Path] = []
+    for path in paths:
+        out += yaml_files(path) if path.is_dir() else [path]
+    return out
+
+
+def _expectation_lines(doc: Any, i: int, expect: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    lines: list[tuple[str, int]] = []
+    for key, value in expect.items():
+        where = doc.locate(("scenarios", i, "expect", key))
+        if where:
+            lines.append((key, where[0]))
+        if isinstance(value, list):
+            for j, item in enumerate(value):
+                at = doc.locate(("scenarios", i, "expect", key, j))
+                if at and isinstance(item, str):
+                    lines.append((f"{key}:{item}", at[0]))
+    return tuple(lines)
+
+
+def load_scenario_files(files: Iterable[Path]) -> list[Scenario]:
+    """Every scenario of the given files, in order; RuleFileError listing every problem."""
     import jsonschema
 
     from .resources import schema
@@ -51,9 +95,7 @@ def load_scenarios(directory: Path) -> list[Scenario]:
     validator = jsonschema.Draft202012Validator(schema("scenario"))
     out: list[Scenario] = []
     problems: list[Problem] = []
-    from .loader import yaml_files
-
-    for path in yaml_files(directory):
+    for path in files:
         try:
             doc = load_yaml(path)
         except YamlProblem as error:
@@ -76,53 +118,86 @@ def load_scenarios(directory: Path) -> list[Scenario]:
             else:
                 patient = item["patient"]
             line = (doc.locate(("scenarios", i)) or (None, None))[0]
-            out.append(Scenario(item["name"], str(path), line, patient, item.get("parameters", {}), item["expect"]))
+            out.append(Scenario(item["name"], str(path), line, patient, item.get("parameters", {}), item["expect"],
+                                _expectation_lines(doc, i, item["expect"])))
     if problems:
         raise RuleFileError(problems)
     return out
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """One expectation of a scenario that the rule set's result does not meet."""
+
+    key: str  # the expectation: `urgency`, `fired:RULE`... (Scenario.line_of finds its line)
+    what: str  # what is compared, for a human: `urgency`, `rule 'x'`, `plan.exercises`
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: expected {self.expected}, found {self.found}"
+
+
 def check(scenario: Scenario, rules: RuleSet) -> list[str]:
     """Every way the rule set's result differs from the scenario's expectation (empty: it passes)."""
-    if scenario.parameters:
-        rules = rules.with_parameters(scenario.parameters)
-    result = rules.evaluate(scenario.patient, trace=True).to_dict()
+    return [str(m) for m in mismatches(scenario, rules)]
+
+
+def mismatches(scenario: Scenario, rules: RuleSet) -> list[Mismatch]:
+    """Every expectation the rule set's result does not meet, in the order the format lists them.
+
+    A scenario whose parameters or patient the rule set refuses is one mismatch, not an exception:
+    a scenario runner reports it beside the others."""
+    from .errors import ParameterError, PatientDataError
+
+    try:
+        if scenario.parameters:
+            rules = rules.with_parameters(scenario.parameters)
+        result = rules.evaluate(scenario.patient, trace=True).to_dict()
+    except ParameterError as error:
+        return [Mismatch("parameters", "parameters", "values the rule set accepts", f"refused ({error})")]
+    except PatientDataError as error:
+        return [Mismatch("patient", "patient", "a valid patient document", f"invalid ({error})")]
     fired = {step["rule"] for step in result["trace"] if step["fired"]}
     expect = scenario.expect
-    failures: list[str] = []
+    out: list[Mismatch] = []
 
-    def differ(what: str, wanted: Any, got: Any) -> None:
+    def differ(key: str, what: str, wanted: Any, got: Any) -> None:
         if wanted != got:
-            failures.append(f"{what}: expected {wanted!r}, got {got!r}")
+            out.append(Mismatch(key, what, repr(wanted), repr(got)))
 
     known = {r.id for r in rules.rules}
-    for rule_id in (*scenario.fired, *scenario.not_fired):
-        if rule_id not in known:
-            failures.append(f"scenario names rule '{rule_id}', which is not in the rule set")
+    for kind in ("fired", "not_fired"):
+        for rule_id in expect.get(kind, ()):
+            if rule_id not in known:
+                from .loader import nearest
+
+                out.append(Mismatch(f"{kind}:{rule_id}", f"rule '{rule_id}'", "a rule of the rule set",
+                                    f"no such rule{nearest(rule_id, known)}"))
     if "urgency" in expect:
-        differ("urgency", expect["urgency"], result["urgency"])
+        differ("urgency", "urgency", expect["urgency"], result["urgency"])
     if "red_flag_screening" in expect:
-        differ("red_flag_screening", expect["red_flag_screening"], result["red_flag_screening"])
+        differ("red_flag_screening", "red_flag_screening", expect["red_flag_screening"], result["red_flag_screening"])
     if "plan_status" in expect:
-        differ("plan.status", expect["plan_status"], result["plan"]["status"])
+        differ("plan_status", "plan.status", expect["plan_status"], result["plan"]["status"])
     if "plan_phase" in expect:
-        differ("plan.phase", expect["plan_phase"], result["plan"]["phase"])
+        differ("plan_phase", "plan.phase", expect["plan_phase"], result["plan"]["phase"])
     if "exercises" in expect:
-        differ("plan.exercises", expect["exercises"], [e["id"] for e in result["plan"]["exercises"]])
+        differ("exercises", "plan.exercises", expect["exercises"], [e["id"] for e in result["plan"]["exercises"]])
     if "findings" in expect:
         def key(f: dict[str, Any]) -> tuple[str, str]:
             return f["code"], f.get("side") or ""
-        differ("findings", sorted(map(key, expect["findings"])), sorted(map(key, result["findings"])))
+        differ("findings", "findings", sorted(map(key, expect["findings"])), sorted(map(key, result["findings"])))
     if "first_card_indicator" in expect:
         first = result["cards"][0]["indicator"] if result["cards"] else None
-        differ("first card indicator", expect["first_card_indicator"], first)
+        differ("first_card_indicator", "first card indicator", expect["first_card_indicator"], first)
     for rule_id in scenario.fired:
-        if rule_id not in fired:
-            failures.append(f"rule '{rule_id}' should fire but did not")
+        if rule_id in known and rule_id not in fired:
+            out.append(Mismatch(f"fired:{rule_id}", f"rule '{rule_id}'", "fired", "not fired"))
     for rule_id in scenario.not_fired:
         if rule_id in fired:
-            failures.append(f"rule '{rule_id}' should not fire but did")
+            out.append(Mismatch(f"not_fired:{rule_id}", f"rule '{rule_id}'", "not fired", "fired"))
     for path in expect.get("missing_includes", ()):
         if path not in result["missing"]:
-            failures.append(f"missing should list '{path}'")
-    return failures
+            out.append(Mismatch(f"missing_includes:{path}", "missing", f"to include '{path}'", repr(result["missing"])))
+    return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef
 from .errors import Problem
+from .evidence import SourceDocument
 from .fields import patient_fields
 from .model import GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
 
@@ -30,6 +31,8 @@ def dump(loaded: Any) -> str | None:
         "parameters": [_parameter(p) for p in loaded.parameters.values()],
         "guidance": [[g.id, g.kind, g.text, g.theme] for g in loaded.guidance.values()],
         "warnings": [[w.file, w.line, w.column, w.rule_id, w.message, w.severity] for w in loaded.warnings],
+        "sources": [[d.id, d.title, str(d.path), d.text] for d in loaded.sources],
+        "inventory": str(loaded.inventory) if loaded.inventory is not None else None,
     }
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
@@ -54,7 +57,9 @@ def load(text: str, root: Path) -> Any:
     guidance = {g.id: g for g in (GuidanceItem(*_strings(g, 4)) for g in _list(data["guidance"]))}
     warnings = tuple(Problem(_str(w[0]), _opt_int(w[1]), _opt_int(w[2]), _opt_str(w[3]), _str(w[4]), _severity(w[5]))
                      for w in _list(data["warnings"]))
-    return LoadedRules(info, root, packs, rules, parameters, guidance, warnings)
+    sources = tuple(SourceDocument(*_strings(d[:2], 2), Path(_str(d[2])), _str(d[3])) for d in _list(data["sources"]))
+    inventory = Path(_str(data["inventory"])) if data["inventory"] is not None else None
+    return LoadedRules(info, root, packs, rules, parameters, guidance, warnings, sources, inventory)
 
 
 # ---------------------------------------------------------------- writing

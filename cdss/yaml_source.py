@@ -7,6 +7,7 @@ its line and column so that schema errors can point at the exact spot.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -116,13 +117,13 @@ def _index(node: Any, path: tuple[Any, ...], doc: YamlDocument) -> None:
             _index(item, (*path, i), doc)
 
 
-def load_yaml(path: Path, read: Callable[[Path], bytes] | None = None) -> YamlDocument:
+def load_yaml(path: Path, read: Callable[[Path, int], bytes] | None = None) -> YamlDocument:
     """Parse one YAML file into plain data with locations, or raise YamlProblem.
 
     The file is read once, at most MAX_BYTES + 1 of it (`read` may replace the reading,
     e.g. to hash exactly the bytes that are parsed).
     """
-    raw = (read or read_rule_file)(path)
+    raw = (read or read_rule_file)(path, MAX_BYTES)
     if len(raw) > MAX_BYTES:
         raise YamlProblem(f"file is over {MAX_BYTES:,} bytes; a rule file may be at most {MAX_BYTES:,} bytes: "
                           "split it into packs", 1, 1)
@@ -137,7 +138,7 @@ def load_yaml(path: Path, read: Callable[[Path], bytes] | None = None) -> YamlDo
     except yaml.reader.ReaderError as error:
         raise _reader_problem(text, error) from None
     except yaml.MarkedYAMLError as error:
-        raise _syntax_problem(error) from None
+        raise _syntax_problem(error, text) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -147,7 +148,7 @@ def load_yaml(path: Path, read: Callable[[Path], bytes] | None = None) -> YamlDo
         doc.data = loader.construct_document(node)
         return doc
     except yaml.MarkedYAMLError as error:
-        raise _syntax_problem(error) from None
+        raise _syntax_problem(error, text) from None
     except yaml.reader.ReaderError as error:
         raise _reader_problem(text, error) from None
     except yaml.YAMLError as error:
@@ -169,7 +170,81 @@ def _reader_problem(text: str, error: Any) -> YamlProblem:
     return YamlProblem(f"character {code} is not allowed in a YAML file; remove it", line, column)
 
 
-def _syntax_problem(error: Any) -> YamlProblem:
-    mark = error.problem_mark or error.context_mark
-    message = " ".join(part for part in (error.context, error.problem) if part) or "invalid YAML"
-    return YamlProblem(f"invalid YAML: {message}", mark.line + 1 if mark else None, mark.column + 1 if mark else None)
+_KEY_LINE = re.compile(r"\n[ \t]*(?:- )?[A-Za-z_][A-Za-z0-9_-]*:[ \n]")
+
+
+def _runaway_quote(text: str) -> tuple[int, int, int] | None:
+    """(start line, end line, start column), 0-based, of the last quoted text before the error that spans lines and
+    swallows what looks like a `key:` line: a missing closing quote, whatever the parser then reports."""
+    found = None
+    try:
+        for token in yaml.scan(text, Loader=_BASE_LOADER):
+            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") \
+                    and token.end_mark.line > token.start_mark.line \
+                    and _KEY_LINE.search(text[token.start_mark.index:token.end_mark.index]):
+                found = (token.start_mark.line, token.end_mark.line, token.start_mark.column)
+    except yaml.YAMLError:
+        pass
+    return found
+
+
+def _syntax_problem(error: Any, text: str = "") -> YamlProblem:
+    """A YAML syntax error located where the problem STARTS (an unclosed quote at its opening, not
+    at the end of the file), with a hint in plain words for the mistakes people make most."""
+    problem = (error.problem or "").strip()
+    context = (error.context or "").strip()
+    pm, cm = error.problem_mark, error.context_mark
+    lines = text.splitlines()
+
+    def line_text(mark: Any) -> str:
+        return lines[mark.line] if mark is not None and 0 <= mark.line < len(lines) else ""
+
+    def at(mark: Any) -> str:
+        row = line_text(mark)
+        return row[mark.column] if mark is not None and 0 <= mark.column < len(row) else ""
+
+    mark, hint = pm or cm, None
+    if "quoted scalar" in context and "end of stream" in problem:
+        mark, hint = cm, "a quoted text opened here is never closed: add the closing quote"
+    elif "quoted scalar" in context and "end of" in problem:
+        mark, hint = cm, "a quoted text opened here is not closed where expected: add the closing quote"
+    elif "unknown escape" in problem:
+        hint = "a backslash inside \"...\" starts an escape: write \\\\ for a backslash, or use single quotes"
+    elif context.startswith("while parsing a flow"):
+        bracket = "[" if "sequence" in context else "{"
+        mark, hint = cm, (f"the '{bracket}' opened here is not closed, or two of its items lack a ',' between them")
+    elif problem.startswith("mapping values are not allowed"):
+        row = line_text(pm)
+        first_colon = row.find(": ") if row.find(": ") >= 0 else row.find(":")
+        if pm is not None and first_colon >= 0 and first_colon < pm.column:
+            hint = "text containing ': ' must be quoted: put the whole value in double quotes"
+        else:
+            hint = ("this line is indented more than the key above it, so it reads as part of that value: "
+                    "line it up with its sibling keys")
+    elif "could not find expected ':'" in problem and cm is not None:
+        mark, hint = cm, ("this line is neither 'key: value' nor a list item ('- ...'): add ': ' after the key, "
+                          "or indent it further to continue the text above")
+    elif "cannot start any token" in problem:
+        char = at(pm)
+        hint = ("tabs cannot indent YAML: use spaces" if char == "\t"
+                else f"a value cannot start with '{char}': put the value in quotes")
+    elif context.startswith("while parsing a block mapping") and pm is not None:
+        row, char = line_text(pm), at(pm)
+        before = row[: pm.column].rstrip()
+        if before.endswith(('"', "'")) and before.lstrip()[:1] not in ("", "-"):
+            hint = "text after a closing quote: put the whole value inside the quotes"
+        elif char == "-":
+            hint = "a list item ('- ...') where a key was expected: indent the list under its key"
+        else:
+            hint = "this line's indentation does not match the keys above it: line it up with its siblings (spaces, not tabs)"
+    elif context.startswith("while parsing a block collection"):
+        hint = "a key where a list item ('- ...') was expected: check the indentation of this line"
+    runaway = _runaway_quote(text) if hint is None or not hint.startswith("a quoted text") else None
+    if runaway is not None and (mark is None or runaway[0] <= mark.line):
+        start, end, column = runaway
+        return YamlProblem(f"invalid YAML: a quoted text opened here runs on to line {end + 1}: add the closing quote "
+                           f"(the parser stopped at line {(mark.line + 1) if mark else '?'}: {problem or context})",
+                           start + 1, column + 1)
+    raw = " ".join(part for part in (context, problem) if part) or "invalid YAML"
+    message = f"invalid YAML: {hint} (parser: {problem or raw})" if hint else f"invalid YAML: {raw}"
+    return YamlProblem(message, mark.line + 1 if mark else None, mark.column + 1 if mark else None)

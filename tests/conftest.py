@@ -24,26 +24,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 
 
 def source_path() -> Path:
-    """The source document: $CDSS_SOURCE, else ../shared/sources beside the checkout."""
-    env = os.environ.get("CDSS_SOURCE")
-    if env:
-        return Path(env)
-    return ROOT.parent / "shared" / "sources" / "weak-glutes-back-pain.txt"
+    """The source document the bundled rule set declares and ships (rules/sources/): nothing outside the repository."""
+    return ROOT / "rules" / "sources" / "weak-glutes-back-pain.txt"
 
 
 def inventory_path() -> Path:
-    """The guidance inventory: $CDSS_INVENTORY, else ../shared/sources beside the checkout."""
-    env = os.environ.get("CDSS_INVENTORY")
-    if env:
-        return Path(env)
-    return ROOT.parent / "shared" / "sources" / "GUIDANCE-INVENTORY.md"
+    """The guidance inventory the bundled rule set ships beside its source."""
+    return ROOT / "rules" / "sources" / "GUIDANCE-INVENTORY.md"
 
 
 @pytest.fixture(scope="session")
 def source_text() -> str:
     path = source_path()
     if not path.is_file():
-        pytest.fail(f"source document not found at {path}: set CDSS_SOURCE to its path (see README)")
+        pytest.fail(f"source document not found at {path}: the rule set ships it in rules/sources/")
     return path.read_text(encoding="utf-8")
 
 

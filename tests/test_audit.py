@@ -59,7 +59,7 @@ def test_bundled_rules_every_quote_found_and_section_a_heading(audit: Audit) -> 
 def test_bundled_rules_cover_every_inventory_rule_row(audit: Audit) -> None:
     path = inventory_path()
     if not path.is_file():
-        pytest.fail(f"guidance inventory not found at {path}: set CDSS_INVENTORY (see README)")
+        pytest.fail(f"guidance inventory not found at {path}: the rule set ships it in rules/sources/")
     rows = dict(re.findall(r"^\| (G-[A-Z]+-\d+) \| (rule|context)\b", path.read_text(encoding="utf-8"), re.M))
     assert len(rows) >= 20
     by_id = {row.item.id: row for row in audit.guidance}
@@ -165,6 +165,10 @@ def broken(tmp_path: Path) -> dict:
     title, a draft pack, a section that is not a heading and two rules producing the same finding."""
     root = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", root)
+    manifest = root / "ruleset.yaml"  # undeclare the source, else the loader refuses the broken quote itself
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(re.sub(r"\n  sources:\n(?:    .*\n)+", "\n", text), encoding="utf-8")
+    assert "sources:" not in manifest.read_text(encoding="utf-8")
     esc = root / "escalation.yaml"
     text = esc.read_text(encoding="utf-8")
     text = text.replace("professional evaluation is necessary.\"", "professional evaluation is required.\"", 1)
@@ -389,14 +393,14 @@ def test_rulebook_header_sign_off_and_pack_metadata(bundled: cdss.RuleSet, sourc
         assert text.count("Pack: ") >= len(bundled.loaded.packs)
 
 
-def test_without_a_source_quotes_are_not_checked(bundled: cdss.RuleSet) -> None:
+def test_without_a_source_quotes_are_not_checked(basic_rules: cdss.RuleSet, bundled: cdss.RuleSet) -> None:
     data = build_audit(bundled, None, None)
     assert not data.source_given
     assert {e.quote_status for e in data.rules} == {"not-checked"}
     assert all(s.in_source is None for s in data.sections)
     assert not any(f.kind in ("quote-not-found", "section-not-in-source") for f in data.findings)
-    md = rulebook(bundled, source=None, fmt="markdown")
-    assert md.count("not checked (no source file given)") >= len(data.rules)
+    md = rulebook(basic_rules, source=None, fmt="markdown")  # declares no source: nothing to check against
+    assert md.count("not checked (no source declared or given)") >= len(basic_rules.rules)
     assert "✓ found verbatim in the source" not in md and "NOT FOUND in the source" not in md
 
 

@@ -1,7 +1,7 @@
 """Every rule cites its source verbatim, and every statement of the guidance inventory is covered.
 
-The source and the inventory live in ../shared/sources beside the checkout (as in CI); set
-CDSS_SOURCE and CDSS_INVENTORY to point the check at copies elsewhere.
+The source and the inventory ship with the rule set (rules/sources/, declared in
+rules/ruleset.yaml), so these checks, like every load, need nothing outside the repository.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.conftest import inventory_path
 def inventory() -> dict[str, str]:
     path = inventory_path()
     if not path.is_file():
-        pytest.fail(f"guidance inventory not found at {path}: set CDSS_INVENTORY (see README)")
+        pytest.fail(f"guidance inventory not found at {path}: the rule set ships it in rules/sources/")
     rows = re.findall(r"^\| (G-[A-Z]+-\d+) \| (rule|context)\b", path.read_text(encoding="utf-8"), re.M)
     assert rows, "no inventory rows parsed"
     return dict(rows)

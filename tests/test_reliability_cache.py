@@ -162,3 +162,30 @@ def test_a_fifo_named_like_a_rule_file_does_not_hang(tmp_path: Path, cache: Path
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):
         read_rule_file(fifo)
+
+
+def test_an_edit_of_a_declared_source_document_is_a_miss(tmp_path: Path, cache: Path) -> None:
+    """Quotes are checked against the declared sources on every load, so the key covers the sources' bytes
+    and the inventory's existence: a cached rule set never outlives its evidence."""
+    import shutil
+
+    from cdss.cli import cache as cli_cache
+    from cdss.resources import rules_dir
+
+    rules = tmp_path / "rules"
+    shutil.copytree(rules_dir(), rules)
+    loaded = cli_cache.load(rules)
+    assert loaded.sources and cli_cache.load(rules) == loaded  # a hit
+    source = loaded.sources[0].path
+    quote = loaded.rules[0].quote
+    original = source.read_text(encoding="utf-8")
+    assert quote in original
+    source.write_text(original.replace(quote, "something else entirely"), encoding="utf-8")
+    with pytest.raises(cdss.RuleFileError, match="quote"):
+        cli_cache.load(rules)
+    source.write_text(original, encoding="utf-8")
+    assert cli_cache.load(rules) == loaded
+    assert loaded.inventory is not None
+    loaded.inventory.unlink()
+    with pytest.raises(cdss.RuleFileError, match="inventory"):
+        cli_cache.load(rules)

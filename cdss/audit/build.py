@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, leaves, outcomes
+from ..evidence import headings, section_of
 from ..fields import Field, patient_fields
 from ..loader import GUIDANCE, MANIFEST
 from ..model import GuidanceItem, Origin, Pack, Parameter, Rule, resolve_bound
 from ..resources import rules_dir, schemas_dir
 from ..result import render
-from ..scenarios import Scenario
+from ..scenarios import Scenario, mismatches
 from ..yaml_source import YamlDocument, YamlProblem, load_yaml
 
 if TYPE_CHECKING:
@@ -339,21 +340,7 @@ def audit_findings(rules: RuleSet, scenarios_list: Sequence[Scenario] | None, *,
 # ================================================================ the source document
 
 
-def headings(source_text: str) -> tuple[str, ...]:
-    """The section headings of the source, in order: lines standing alone between blank lines
-    that do not end with a full stop (the first is the document's title)."""
-    blocks = (b.strip() for b in source_text.replace("\r\n", "\n").split("\n\n"))
-    return tuple(dict.fromkeys(b for b in blocks if b and "\n" not in b and not b.endswith(".") and len(b) < 80))
-
-
-def section_of(source_text: str, heads: Sequence[str], quote: str) -> str | None:
-    """The heading under which a quote stands in the source, or None if it is not found."""
-    at = source_text.find(quote)
-    if at < 0:
-        return None
-    positions = sorted((source_text.find(h), h) for h in heads if source_text.find(h) >= 0)
-    before = [h for pos, h in positions if pos <= at]
-    return before[-1] if before else None
+# headings() and section_of() live in cdss.evidence (the loader checks quotes with them too).
 
 
 # ================================================================ conditions in plain English
@@ -701,6 +688,11 @@ def _findings(rules: RuleSet, scenarios: Sequence[Scenario] | None, source_text:
                     out.append(_finding("scenario-unknown-rule", "problem",
                                         f"scenario '{s.name}' names rule '{rule_id}', which is not in the rule set",
                                         ctx.where(Origin(s.file, s.line))))
+        for s in scenarios:  # a scenario the rules do not meet is a failing test, not coverage
+            for m in mismatches(s, rules):
+                if not m.found.startswith("no such rule"):  # reported above as scenario-unknown-rule
+                    out.append(_finding("scenario-fails", "problem", f"scenario '{s.name}' fails: {m}",
+                                        ctx.where(Origin(s.file, s.line_of(m.key))), [r for r in known if f"'{r}'" in m.what]))
 
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(out, key=lambda f: (order[f.severity], f.file or "", f.line or 0, f.kind))

@@ -18,7 +18,7 @@ from .build import (QUOTE_FOUND, QUOTE_NOT_CHECKED, QUOTE_NOT_FOUND, SEVERITIES,
                     RuleEntry, ScenarioRef, anchor)
 
 QUOTE_MARK = {QUOTE_FOUND: "✓ found verbatim in the source", QUOTE_NOT_FOUND: "✗ NOT FOUND in the source",
-              QUOTE_NOT_CHECKED: "not checked (no source file given)"}
+              QUOTE_NOT_CHECKED: "not checked (no source declared or given)"}
 SEVERITY_TITLE = {"problem": "Problems (fix before sign-off)", "warning": "Warnings (fix or accept knowingly)",
                   "note": "Notes (confirm they are intended)"}
 HOW_TO_READ = (
@@ -28,7 +28,7 @@ HOW_TO_READ = (
     "Parameter values are those in force when the rulebook was made. Origin *source*: stated by the source "
     "document, cannot be changed; origin *policy*: a local decision of this rule set, may be overridden.",
     "Quotes are checked character for character against the source file: ✓ found verbatim, ✗ NOT FOUND, "
-    "or not checked when no source file was given.",
+    "or not checked when the rule set declares no source and none was given.",
     "From a result to its rule: a result card's `rule` field is the rule id; its section here is `#rule-<id>`. "
     "The result's `rule_set.digest` must equal the digest of this rulebook.",
 )
@@ -36,7 +36,7 @@ HOW_TO_READ = (
 
 def _counts_line(audit: Audit) -> list[tuple[str, str]]:
     c = audit.counts
-    quotes = "not checked (no source file given)"
+    quotes = "not checked (no source declared or given)"
     if audit.source_given:
         quotes = f"{c['quotes_found']} of {c['rules']} found verbatim"
         quotes += f", {c['quotes_not_found']} NOT FOUND" if c["quotes_not_found"] else ""
@@ -170,7 +170,7 @@ def to_markdown(audit: Audit) -> str:
     L += [f"> A result belongs to this rulebook only if its `rule_set.digest` is `{audit.digest}`.", ""]
     rows = [("Rule set", f"`{audit.rule_set_id}`"), ("Title", audit.title), ("Version", audit.version),
             ("Digest", f"`{audit.digest}`"), ("cdss version", audit.cdss_version), ("Source", _source_line(audit)),
-            ("Source file given", f"yes: `{audit.source_file}`" if audit.source_given else "no: quotes and sections not checked"),
+            ("Quotes checked against", f"`{audit.source_file}`" if audit.source_given else "nothing: no source declared in ruleset.yaml or given; quotes and sections not checked"),
             ("Scenario files", f"`{audit.scenarios_dir}` ({audit.scenario_count} scenarios)"
              if audit.scenarios_dir else "none given")]
     L += _md_table(["", ""], rows + _counts_line(audit))
@@ -208,7 +208,7 @@ def to_markdown(audit: Audit) -> str:
                      "✓" if g.covered else "✗ NOT COVERED"] for g in audit.guidance])
     L += ["### Source sections", ""]
     if not audit.source_given:
-        L += ["No source file given: the sections below are those the rules cite, not checked against the source.", ""]
+        L += ["No source declared or given: the sections below are those the rules cite, not checked against the source.", ""]
     L += _md_table(["section", "heading of the source", "rules citing it"],
                    [[s.heading, {True: "✓", False: "✗ NOT A HEADING", None: "not checked"}[s.in_source],
                      _md_links(s.rules) or "none"] for s in audit.sections])
@@ -553,8 +553,9 @@ def to_html(audit: Audit) -> str:
     cited = f"<em>{_e(audit.source_title)}</em>"
     if audit.source_cited_files:
         cited += f" (<code>{_e(', '.join(audit.source_cited_files))}</code>)"
-    source_given = (f'<span class="ok">yes</span>: <code>{_e(audit.source_file)}</code>' if audit.source_given
-                    else '<span class="bad">no</span>: quotes and sections not checked')
+    source_given = (f'<code>{_e(audit.source_file)}</code>' if audit.source_given
+                    else '<span class="bad">nothing</span>: no source declared in ruleset.yaml or given; '
+                         'quotes and sections not checked')
     quotes_cls = "good" if audit.source_given and not c["quotes_not_found"] else ("bad" if c["quotes_not_found"] else "")
     out.append('<ul class="stats">'
                + _stat(c["rules"], f"rules in {c['packs']} packs")
@@ -572,7 +573,7 @@ def to_html(audit: Audit) -> str:
     out.append(_kv([
         ("Rule set", f"<code>{_e(audit.rule_set_id)}</code>"), ("Version", _e(audit.version)),
         ("cdss version", _e(audit.cdss_version)), ("Source", cited),
-        ("Source file given", source_given),
+        ("Quotes checked against", source_given),
         ("Scenario files", f"<code>{_e(audit.scenarios_dir)}</code> ({audit.scenario_count} scenarios)"
          if audit.scenarios_dir else "none given"),
     ]))

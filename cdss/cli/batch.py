@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem
+from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
 from ..result import compact
 
 if TYPE_CHECKING:
@@ -64,14 +64,19 @@ def error_record(name: str, line: int | None, problem: InputProblem) -> str:
 class Evaluator:
     """Evaluates raw input lines into output lines; one per process."""
 
-    def __init__(self, rules: RuleSet, *, trace: bool, fmt: str) -> None:
+    def __init__(self, rules: RuleSet, *, trace: bool, fmt: str, allow_in_progress: bool = False) -> None:
         self.rules = rules
         self.trace = trace
         self.fmt = fmt
+        self.allow_in_progress = allow_in_progress
 
     def render(self, assessment: Any) -> str:
         if self.fmt == "cds-hooks":
             return compact(assessment.to_cds_hooks())
+        if self.fmt == "fhir":
+            from ..fhir.guidance import guidance_bundle
+
+            return compact(guidance_bundle(assessment.to_dict()))
         return str(assessment.to_json())
 
     def line(self, name: str, number: int, raw: bytes | None) -> Output | None:
@@ -85,12 +90,14 @@ class Evaluator:
                 return None
             document = parse_document(raw, single_line=True)
             try:
-                assessment = self.rules.evaluate(document, trace=self.trace)
+                assessment = self.rules.evaluate(with_fhir_options(document, self.rules, self.allow_in_progress),
+                                                 trace=self.trace)
+                text = self.render(assessment)  # --format fhir may refuse a patient_id FHIR cannot carry
             except PatientDataError as error:
                 raise patient_problem(error, document) from None
         except InputProblem as problem:
             return error_record(name, number, problem), None, f"{name}:{number}"
-        return self.render(assessment), assessment.urgency, None
+        return text, assessment.urgency, None
 
     def chunk(self, lines: list[Line]) -> list[Output]:
         """The outputs of many lines, in order (blank lines skipped): every parsed document goes
@@ -104,43 +111,52 @@ class Evaluator:
                     raise oversized_line()
                 if not raw.strip():
                     continue
-                slots.append(_Parsed(name, number, parse_document(raw, single_line=True)))
+                document = parse_document(raw, single_line=True)
+                try:
+                    slots.append(_Parsed(name, number, document,
+                                         with_fhir_options(document, self.rules, self.allow_in_progress)))
+                except PatientDataError as error:
+                    raise patient_problem(error, document) from None
             except InputProblem as problem:
                 slots.append((error_record(name, number, problem), None, f"{name}:{number}"))
-        results = self.rules.evaluate_many([s.document for s in slots if isinstance(s, _Parsed)], trace=self.trace)
+        results = self.rules.evaluate_many([s.evaluated for s in slots if isinstance(s, _Parsed)], trace=self.trace)
         out: list[Output] = []
         for slot in slots:
             if not isinstance(slot, _Parsed):
                 out.append(slot)
                 continue
             result = next(results)
-            if isinstance(result, PatientDataError):
-                problem = patient_problem(result, slot.document)
+            try:
+                if isinstance(result, PatientDataError):
+                    raise result
+                out.append((self.render(result), result.urgency, None))  # --format fhir may refuse a patient_id
+            except PatientDataError as error:
+                problem = patient_problem(error, slot.document)
                 out.append((error_record(slot.name, slot.number, problem), None, f"{slot.name}:{slot.number}"))
-            else:
-                out.append((self.render(result), result.urgency, None))
         return out
 
 
 class _Parsed:
     """A line parsed into a document, waiting for its result."""
 
-    __slots__ = ("name", "number", "document")
+    __slots__ = ("name", "number", "document", "evaluated")
 
-    def __init__(self, name: str, number: int, document: Any) -> None:
+    def __init__(self, name: str, number: int, document: Any, evaluated: Any) -> None:
         self.name, self.number, self.document = name, number, document
+        self.evaluated = evaluated  # what is evaluated: the document, or the patient a FHIR response converts to
 
 
 _worker: Evaluator | None = None
 
 
-def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str) -> None:
+def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str,
+                 allow_in_progress: bool = False) -> None:
     global _worker
     from ..engine import tune_allocator
     from ..ruleset import RuleSet
 
     tune_allocator()
-    _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt)
+    _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
 
 
 def _run_chunk(lines: list[Line]) -> Block:
@@ -179,14 +195,15 @@ def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
         yield chunk
 
 
-def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str) -> Iterator[Block]:
+def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str,
+             allow_in_progress: bool = False) -> Iterator[Block]:
     """Outputs in input order from `workers` processes, each loading the rule set once."""
     import multiprocessing
 
     overrides = {name: value for name, value in rules.parameter_values.items()
                  if value != rules.parameters[name].default}
     window = workers * 3
-    with multiprocessing.Pool(workers, _init_worker, (rules.loaded, overrides, trace, fmt)) as pool:
+    with multiprocessing.Pool(workers, _init_worker, (rules.loaded, overrides, trace, fmt, allow_in_progress)) as pool:
         pending: collections.deque[Any] = collections.deque()
         for chunk in _chunks(lines, CHUNK_LINES):
             pending.append(pool.apply_async(_run_chunk, (chunk,)))
@@ -197,12 +214,12 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
 
 
 def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str,
-               live: set[str] | None = None) -> Iterator[Block]:
+               live: set[str] | None = None, allow_in_progress: bool = False) -> Iterator[Block]:
     """In this process, `BATCH_SIZE` lines of a file at a time (one engine session per chunk);
     lines of the inputs named in `live` one at a time."""
     from ..ruleset import BATCH_SIZE
 
-    evaluator = Evaluator(rules, trace=trace, fmt=fmt)
+    evaluator = Evaluator(rules, trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
     chunk: list[Line] = []
     for item in lines:
         chunk.append(item)
@@ -242,13 +259,14 @@ class Progress:
 
 
 def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
-        fmt: str, err: IO[str] | None = None) -> int:
+        fmt: str, err: IO[str] | None = None, allow_in_progress: bool = False) -> int:
     """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
     err = err or sys.stderr
     live: set[str] = set()
     lines = read_lines(inputs, live)
-    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt) if workers > 1
-              else sequential(lines, rules, trace=trace, fmt=fmt, live=live))
+    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
+              if workers > 1 else sequential(lines, rules, trace=trace, fmt=fmt, live=live,
+                                             allow_in_progress=allow_in_progress))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = 0
     first_errors: list[str] = []

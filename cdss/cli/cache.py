@@ -8,8 +8,9 @@ no pickle; rebuilt through the loader's own record types), under a SHA-256 key.
 The key is computed from the very bytes the loader parsed (each file is read once, by a
 reader that hashes what it hands to the parser), so an edit during a load can never be
 recorded under the wrong content. It covers: every file the loader read (path and
-bytes), the YAML files present in the rule-set directory (they decide
-which packs and guidance are read), every bundled JSON Schema, the size and time of every
+bytes: manifest, packs, guidance, declared source documents), the YAML files present in
+the rule-set directory (they decide which packs and guidance are read), whether the
+declared guidance inventory exists, every bundled JSON Schema, the size and time of every
 cdss core module, the working directory (names in messages depend on it) and the
 cdss and Python versions. What is read is bounded: only the
 files the loader itself reads (listed packs, the manifest, the guidance), each at most
@@ -36,7 +37,7 @@ from .. import __version__
 if TYPE_CHECKING:
     from ..loader import LoadedRules
 
-FORMAT = 3
+FORMAT = 4
 MAX_CACHE_BYTES = 8 * 1024 * 1024
 """A cache file larger than this is not read (a snapshot of the bundled rules is about 40 KB)."""
 
@@ -67,19 +68,19 @@ class _Recorder:
     """The loader's file reader: bounded reads, remembered in order for the key."""
 
     def __init__(self) -> None:
-        self.files: list[tuple[Path, bytes]] = []
+        self.files: list[tuple[Path, bytes, int]] = []  # path, bytes, the limit they were read with
 
-    def read(self, path: Path) -> bytes:
+    def read(self, path: Path, limit: int) -> bytes:
         from ..resources import read_rule_file
 
-        raw = read_rule_file(path)
-        self.files.append((path, raw))
+        raw = read_rule_file(path, limit)
+        self.files.append((path, raw, limit))
         return raw
 
 
 def _environment(root: Path) -> hashlib._Hash:
     """A hash seeded with everything but the rule files: versions, schemas, code, the directory listing."""
-    from ..loader import GUIDANCE, yaml_files
+    from ..loader import yaml_files
     from ..resources import read_rule_file, schemas_dir
 
     # the working directory and the path as given decide how files are named in messages and origins
@@ -90,19 +91,19 @@ def _environment(root: Path) -> hashlib._Hash:
     for module in sorted(package.glob("*.py")):
         info = module.stat()
         digest.update(f"\0code\0{module.name}\0{info.st_size}\0{info.st_mtime_ns}".encode())
-    if root.is_dir():
-        listing = [p.name for p in yaml_files(root)]
-    else:
-        listing = [str((root.parent / GUIDANCE).is_file())]
+    # which YAML files exist decides which packs, guidance and manifest (beside a pack file) are read
+    listing = [p.name for p in yaml_files(root if root.is_dir() else root.parent)]
     digest.update(("\0listing\0" + "\0".join(listing)).encode())
     return digest
 
 
-def _key(environment: hashlib._Hash, files: list[tuple[Path, bytes]]) -> str:
+def _key(environment: hashlib._Hash, files: list[tuple[Path, bytes, int]], present: list[str]) -> str:
     digest = environment.copy()
-    for path, raw in files:
-        digest.update(f"\0file\0{path}\0{len(raw)}\0".encode())
+    for path, raw, limit in files:
+        digest.update(f"\0file\0{path}\0{limit}\0{len(raw)}\0".encode())
         digest.update(raw)
+    for name in present:  # files the rule set names but the loader only checks for (the guidance inventory)
+        digest.update(f"\0present\0{name}\0{os.path.isfile(name)}".encode())
     return digest.hexdigest()
 
 
@@ -144,11 +145,17 @@ def _from_cache(raw: bytes, root: Path, environment: hashlib._Hash) -> LoadedRul
     header = json.loads(raw[:header_end])
     if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("key"), str):
         return None
-    inputs = header.get("inputs")
-    if not isinstance(inputs, list) or not all(isinstance(name, str) for name in inputs) or len(inputs) > 1000:
+    inputs, present = header.get("inputs"), header.get("present")
+    if not isinstance(inputs, list) or len(inputs) > 1000 or not isinstance(present, list) or len(present) > 1000 \
+            or not all(isinstance(name, str) for name in present):
         return None
-    files = [(Path(name), read_rule_file(Path(name))) for name in inputs]
-    if _key(environment, files) != header["key"]:
+    files = []
+    for item in inputs:
+        name, limit = item
+        if not isinstance(name, str) or not isinstance(limit, int) or not 0 < limit <= 1 << 30:
+            return None
+        files.append((Path(name), read_rule_file(Path(name), limit), limit))
+    if _key(environment, files, present) != header["key"]:
         return None
     return snapshot.load(raw[header_end + 1:].decode("utf-8"), root)  # type: ignore[no-any-return]
 
@@ -178,18 +185,21 @@ def load(path: Path | None) -> LoadedRules:
             return cached
     recorder = _Recorder()
     loaded = loader.load(path, read=recorder.read)  # the key is made from exactly these bytes
-    _store(directory, file, _key(environment, recorder.files), recorder.files, loaded)
+    present = [str(loaded.inventory)] if loaded.inventory is not None else []
+    _store(directory, file, _key(environment, recorder.files, present), recorder.files, present, loaded)
     return loaded
 
 
-def _store(directory: Path, file: Path, key: str, files: list[tuple[Path, bytes]], loaded: LoadedRules) -> None:
+def _store(directory: Path, file: Path, key: str, files: list[tuple[Path, bytes, int]], present: list[str],
+           loaded: LoadedRules) -> None:
     """Write the cache file atomically; any failure (read-only home, full disk) is ignored."""
     from .. import snapshot
 
     text = snapshot.dump(loaded)
     if text is None:
         return
-    header = json.dumps({"format": FORMAT, "key": key, "inputs": [str(path) for path, _ in files]})
+    header = json.dumps({"format": FORMAT, "key": key, "inputs": [[str(path), limit] for path, _, limit in files],
+                         "present": present})
     try:
         import tempfile
 

@@ -11,6 +11,7 @@ Exit codes (also in `cdss --help` and the README):
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_PATIENT = 1
+EXIT_STRICT = 1  # validate/audit --strict: a warning, finding or unverified quote
+EXIT_FAILED = 1  # cdss test: a scenario expectation failed; cdss diff: the version did not move as semver says
 EXIT_USAGE = 2
 EXIT_RULES = 3
 EXIT_INTERNAL = 4
@@ -42,12 +45,15 @@ Exit codes:
   1  a patient document is invalid (the message names the JSON path,
      what was expected and what was found); in a --jsonl batch: at
      least one line was invalid (every other line was still evaluated)
+  1  (validate/audit --strict) a warning, finding or unverified quote;
+     (test) a scenario failed; (diff) the version did not move as
+     semver requires
   2  usage error
   3  the rule files are invalid (file:line:col: rule-id: message)
   4  internal error (a bug): one line; add --debug for the traceback
 """
 
-FORMATS = ("json", "text", "cds-hooks")
+FORMATS = ("json", "text", "cds-hooks", "fhir")
 
 
 # ---------------------------------------------------------------- errors
@@ -136,7 +142,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """cdss: clinical guidance as auditable, executable data.
 
     Evaluate patient documents against the rule set (the bundled one, or --rules DIR),
-    check rule files and patient documents, and read the rules and the JSON Schemas.
+    check rule files and patient documents, run scenario files (test), compare two
+    versions of a rule set (diff), and read the rules and the JSON Schemas.
     cdss supports, never replaces, clinical judgement.
     """
     ctx.ensure_object(dict)
@@ -218,7 +225,8 @@ def _read_document(name: str) -> Any:
 @click.argument("files", nargs=-1, required=True, metavar="FILE|- ...",
                 type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="json: the result document; text: a readable summary; cds-hooks: a CDS Hooks response. "
+              help="json: the result document; text: a readable summary; cds-hooks: a CDS Hooks response; "
+                   "fhir: a FHIR R4 Bundle (GuidanceResponse, RequestGroup, CarePlan, ServiceRequests). "
                    "Default: text on a terminal, json otherwise.")
 @click.option("--explain", is_flag=True, help="Add the trace: every rule, fired or not, each condition with the value it saw.")
 @_rules_option
@@ -227,9 +235,14 @@ def _read_document(name: str) -> Any:
 @click.option("--jsonl", is_flag=True, help="Each FILE is JSON Lines (one patient per line); write one result per line.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --jsonl: evaluate in N processes (output order is kept).")
+@click.option("--allow-in-progress", is_flag=True,
+              help="Also evaluate FHIR QuestionnaireResponses whose status is in-progress (unfinished forms).")
 def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path: Path | None,
-             params: tuple[str, ...], jsonl: bool, workers: int) -> None:
+             params: tuple[str, ...], jsonl: bool, workers: int, allow_in_progress: bool) -> None:
     """Evaluate patient documents: one result per FILE (`-` reads stdin).
+
+    A FILE (or line) may also be a FHIR R4 QuestionnaireResponse to the Questionnaire of
+    `cdss fhir questionnaire` (recognised by its resourceType); see docs/FHIR.md.
 
     \b
     JSON output is always one compact document per line, in FILE order: a single
@@ -247,15 +260,16 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
     overrides = _parse_params(params)
     if jsonl:
         if fmt == "text":
-            raise Fail("--jsonl writes one JSON document per line: use --format json or cds-hooks", EXIT_USAGE)
+            raise Fail("--jsonl writes one JSON document per line: use --format json, cds-hooks or fhir", EXIT_USAGE)
         fmt = fmt or "json"
     else:
         if workers != 1:
             raise Fail("--workers applies to --jsonl batches only", EXIT_USAGE)
         if fmt is None:
             fmt = "text" if sys.stdout.isatty() else "json"
-    if explain and fmt == "cds-hooks":
-        raise Fail("--explain cannot be expressed in a CDS Hooks response: use --format json or text", EXIT_USAGE)
+    if explain and fmt in ("cds-hooks", "fhir"):
+        what = "a CDS Hooks response" if fmt == "cds-hooks" else "FHIR resources"
+        raise Fail(f"--explain cannot be expressed in {what}: use --format json or text", EXIT_USAGE)
     rules = load_rule_set(rules_path, overrides)
     if jsonl:
         from . import batch as cli_batch
@@ -270,7 +284,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
                         stream.close()
 
         code = cli_batch.run(inputs(), rules, out=_binary(sys.stdout), workers=workers,
-                             trace=explain, fmt=fmt, err=sys.stderr)
+                             trace=explain, fmt=fmt, err=sys.stderr, allow_in_progress=allow_in_progress)
         sys.stdout.flush()
         if code:
             raise click.exceptions.Exit(code)
@@ -279,7 +293,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
     for index, name in enumerate(files):
         try:
             text = _evaluate_one(name, rules, fmt=fmt, explain=explain, overrides=overrides,
-                                 label=name if len(files) > 1 else None)
+                                 label=name if len(files) > 1 else None, allow_in_progress=allow_in_progress)
         except _InputFailure as failure:
             failed = True
             click.echo(f"cdss: error: {name}: {failure.problem.message}", err=True)
@@ -302,14 +316,19 @@ class _InputFailure(Exception):
 
 
 def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrides: dict[str, str],
-                  label: str | None) -> str:
-    from .input import InputProblem, patient_problem
+                  label: str | None, allow_in_progress: bool = False) -> str:
+    from .input import InputProblem, patient_problem, with_fhir_options
     from ..errors import PatientDataError
 
     try:
         document = _read_document(name)
         try:
-            assessment = rules.evaluate(document, trace=explain)
+            assessment = rules.evaluate(with_fhir_options(document, rules, allow_in_progress), trace=explain)
+            if fmt == "fhir":  # may refuse a patient_id FHIR cannot carry
+                from ..fhir.guidance import guidance_bundle
+                from ..result import compact
+
+                return compact(guidance_bundle(assessment.to_dict()))
         except PatientDataError as error:
             raise patient_problem(error, document) from None
     except InputProblem as problem:
@@ -332,39 +351,50 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
 @click.argument("paths", nargs=-1, metavar="[PATH...]", type=click.Path(allow_dash=True, exists=True))
 @click.option("--patients", is_flag=True,
               help="The PATHs are patient JSON documents (or directories of *.json, or - for stdin), not rules.")
-@click.option("--fail-on-warning", is_flag=True, help="Rules: treat warnings (draft rules, unused parameters...) as errors.")
-def validate(paths: tuple[str, ...], patients: bool, fail_on_warning: bool) -> None:
+@click.option("--strict", "--fail-on-warning", "strict", is_flag=True,
+              help="Rules: exit 1 on any warning (draft rules, unused parameters, a YAML file not listed in packs...) "
+                   "or when quotes cannot be verified (no source declared).")
+def validate(paths: tuple[str, ...], patients: bool, strict: bool) -> None:
     """Check rule sets / packs (default: the bundled rules), or patient documents.
 
     \b
-    Rules: every problem is printed as `file:line:col: rule-id: message`; exit 3
-    if any error (or any warning with --fail-on-warning), else 0.
+    Rules: every problem is printed as `file:line:col: rule-id: message`; every
+    quote is checked verbatim against the sources ruleset.yaml declares. Exit 3
+    if any error; with --strict, exit 1 if any warning or if quotes are not
+    verified; else 0.
     Patients (--patients): every invalid document is printed as
     `file: $.path: expected ..., found ...`; exit 1 if any is invalid, else 0.
     """
     if patients:
         _validate_patients(paths)
         return
-    from ..loader import collect
+    from ..evidence import NO_SOURCE
+    from ..loader import _display, collect
     from ..resources import rules_dir
 
-    failed = False
+    failed = unsure = False
     for path in paths or (None,):
         loaded, problems = collect(path)
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity != "error"]
         for problem in problems:
             click.echo(problem.format())
-        shown = path if path is not None else f"{rules_dir()} (bundled)"
+        shown = path if path is not None else f"{_display(rules_dir())} (bundled)"
         if errors or loaded is None:
             failed = True
             verdict = f"INVALID: {len(errors)} error{'s' if len(errors) != 1 else ''}"
+            quotes = ""
         else:
-            failed = failed or (fail_on_warning and bool(warnings))
+            unsure = unsure or bool(warnings) or not loaded.sources
             verdict = f"ok, {len(loaded.rules)} rules in {len(loaded.packs)} pack{'s' if len(loaded.packs) != 1 else ''}"
-        click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}", err=True)
+            quotes = (f"; {len(loaded.rules)} quotes verified against "
+                      f"{', '.join(_display(s.path) for s in loaded.sources)}" if loaded.sources else f"; {NO_SOURCE}")
+        click.echo(f"cdss: {shown}: {verdict}, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}{quotes}", err=True)
     if failed:
         raise click.exceptions.Exit(EXIT_RULES)
+    if strict and unsure:
+        click.echo("cdss: --strict: failing on the warnings / unverified quotes above", err=True)
+        raise click.exceptions.Exit(EXIT_STRICT)
 
 
 def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
@@ -451,42 +481,66 @@ def schema(name: str) -> None:
 # ---------------------------------------------------------------- audit
 
 
-@cli.command()
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--source", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The source document, to check every quote against it.")
+              help="Check every quote against this document instead of the sources ruleset.yaml declares.")
 @click.option("--format", "fmt", type=click.Choice(("markdown", "html")), default="markdown", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
               help="Write the rulebook here instead of stdout.")
 @_rules_option
 @click.option("--scenarios", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Scenario directory (default: the bundled examples/scenarios for the bundled rules; "
-                   "with --rules, whatever cdss.audit finds beside the rule set).")
-def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path | None, scenarios: Path | None) -> None:
-    """Write the rulebook: every rule with its source, parameters and the scenarios that exercise it."""
+              help="Scenario directory (default: examples/scenarios beside the rule set, as for the bundled rules); "
+                   "a scenario the rules do not meet is a problem.")
+@click.option("--strict", is_flag=True, help="Exit 1 if there is any problem or warning, or quotes are not verified.")
+def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path | None, scenarios: Path | None,
+          strict: bool) -> None:
+    """Write the rulebook: every rule with its source, parameters and the scenarios that exercise it.
+
+    \b
+    The counts of findings go to stderr. Exit 0 whatever the findings (the
+    rulebook lists them), unless --strict: then exit 1 on any problem or
+    warning, or when quotes are not verified (notes ask a reviewer to confirm
+    something intended and never fail).
+    """
     from .. import audit as audit_module
-    from ..resources import examples_dir
 
     rule_set = load_rule_set(rules_path)
-    if scenarios is None and rules_path is None:  # the bundled rules: the bundled scenarios
-        try:
-            candidate: Path | None = examples_dir() / "scenarios"
-        except FileNotFoundError:
-            candidate = None
-        scenarios = candidate if candidate is not None and candidate.is_dir() else None
     try:
-        text = audit_module.rulebook(rule_set, source=source, fmt=fmt, scenarios=scenarios)
+        data = audit_module.prepare(rule_set, source=source, scenarios=scenarios)
     except UnicodeDecodeError:
         raise Fail(f"--source {source}: not UTF-8 text; give the source document as UTF-8", EXIT_USAGE) from None
     except OSError as error:
         raise Fail(f"--source {source}: cannot read it ({error.strerror or error})", EXIT_USAGE) from None
+    text = audit_module.to_html(data) if fmt == "html" else audit_module.to_markdown(data)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
-    click.echo(f"cdss: wrote {output}", err=True)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
+        click.echo(f"cdss: wrote {output}", err=True)
+    c = data.counts
+    quotes = (f"{c['quotes_found']} of {c['rules']} quotes found verbatim" if data.source_given
+              else "quotes not verified: no source declared")
+    click.echo(f"cdss: audit: {c['findings_problem']} problem{'s' if c['findings_problem'] != 1 else ''}, "
+               f"{c['findings_warning']} warning{'s' if c['findings_warning'] != 1 else ''}, "
+               f"{c['findings_note']} note{'s' if c['findings_note'] != 1 else ''}; {quotes}", err=True)
+    if strict and (c["findings_problem"] or c["findings_warning"] or c["quotes_not_found"] or not data.source_given):
+        click.echo("cdss: --strict: failing on the findings above", err=True)
+        raise click.exceptions.Exit(EXIT_STRICT)
+
+
+def _register() -> None:
+    """Commands defined in their own modules (one line each, so parallel work merges cleanly)."""
+    from .diff import diff_command
+    from .test import test_command
+
+    cli.add_command(test_command)
+    cli.add_command(diff_command)
+
+
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -494,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     cli.main(args=list(argv) if argv is not None else None, prog_name="cdss")
     raise SystemExit(0)  # pragma: no cover - click exits itself
 
+
+cli.add_command(importlib.import_module(".fhir", __package__).fhir)  # cdss fhir ... (cdss/cli/fhir.py: click only)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

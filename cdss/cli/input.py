@@ -172,3 +172,14 @@ def iter_lines(stream: BinaryIO) -> Any:
 def oversized_line() -> InputProblem:
     return _problem("$", f"a patient document (at most {MAX_DOCUMENT_BYTES // 1024} KiB per line)",
                     "a longer line", "is this JSON Lines, one patient per line?")
+
+
+def with_fhir_options(document: Any, rules: Any, allow_in_progress: bool) -> Any:
+    """The document to evaluate. Only with --allow-in-progress is a FHIR resource converted here
+    (RuleSet.evaluate recognises a QuestionnaireResponse itself, refusing unfinished ones); a
+    plain document is returned as is, without importing cdss.fhir."""
+    if allow_in_progress and isinstance(document, dict) and "resourceType" in document:
+        from ..fhir.response import as_patient_document
+
+        return as_patient_document(document, rules, allow_in_progress=True)
+    return document
