@@ -45,8 +45,9 @@ def tune_allocator() -> None:
     glibc's MALLOC_* or GLIBC_TUNABLES malloc variables.
 
     This changes the whole process's allocator, so the library never does it on its own:
-    the `cdss` command (a process of its own) calls it, and a host application that
-    evaluates many patients may call it once at start-up.
+    `cdss evaluate --jsonl` (a process of its own) calls it, and a host application that
+    evaluates many patients may call it once at start-up. (A one-patient command does not:
+    importing ctypes would cost more than the tuning saves.)
     """
     global _tuned
     if _tuned:

@@ -261,6 +261,9 @@ class Progress:
 def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
         fmt: str, err: IO[str] | None = None, allow_in_progress: bool = False) -> int:
     """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
+    from ..engine import tune_allocator
+
+    tune_allocator()  # a batch is our own process's work: make every evaluation the fast kind (see there)
     err = err or sys.stderr
     live: set[str] = set()
     lines = read_lines(inputs, live)
