@@ -458,6 +458,17 @@ def timed_run(command: list[str], env: dict[str, str], stdout: Any = subprocess.
     return elapsed
 
 
+def timed_cpu(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child): CPU time is what a shared machine does not inflate
+    by handing the core to another process."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed_run(command, env, cwd=cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     base = cdss_command()
     if base is None:
@@ -480,7 +491,8 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         cold.append(timed_run(one, env))
     no_cache = [timed_run(one, dict(env, CDSS_NO_CACHE="1")) for _ in range(max(3, args.cold_runs // 3))]
     wheel = installed_wheel(workdir)
-    wheel_cold: list[float] = []
+    wheel_cold: list[tuple[float, float]] = []
+    bare_wheel: list[tuple[float, float]] = []
     if wheel is not None:
         command, wheel_env = wheel
         wheel_env = {**env, **wheel_env}
@@ -489,11 +501,9 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if subprocess.run(wheel_one, env=wheel_env, capture_output=True, cwd=workdir).stdout != reference:
             raise SystemExit("self-check failed: the installed wheel's output differs from the checkout's")
         timed_run(wheel_one, wheel_env, cwd=workdir)  # fills the cache
-        bare2 = []
-        for _ in range(args.cold_runs):
-            bare2.append(timed_run(empty, env, cwd=workdir))
-            wheel_cold.append(timed_run(wheel_one, wheel_env, cwd=workdir))
-        bare += bare2
+        for _ in range(args.cold_runs):  # interleaved with its own `python -c pass` runs; wall and CPU time
+            bare_wheel.append(timed_cpu(empty, env, cwd=workdir))
+            wheel_cold.append(timed_cpu(wheel_one, wheel_env, cwd=workdir))
     out["cold_start"] = {
         "command": shlex.join(["cdss", *one[len(base):]]).replace(str(ROOT) + "/", ""),
         "runs": args.cold_runs, "cdss_ms": round(statistics.median(cold) * 1000, 1),
@@ -502,9 +512,17 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "first_run_filling_cache_ms": round(first * 1000, 1),
         "no_cache_ms": round(statistics.median(no_cache) * 1000, 1),
         "over_python_ratio": round(statistics.median(cold) / statistics.median(bare), 2),
-        "wheel_ms": round(statistics.median(wheel_cold) * 1000, 1) if wheel_cold else None,
-        "wheel_over_python_ratio": round(statistics.median(wheel_cold) / statistics.median(bare), 2) if wheel_cold else None,
     }
+    if wheel_cold:
+        wall = statistics.median(w for w, _ in wheel_cold) / statistics.median(w for w, _ in bare_wheel)
+        cpu = statistics.median(c for _, c in wheel_cold) / statistics.median(c for _, c in bare_wheel)
+        out["cold_start"].update({
+            "wheel_ms": round(statistics.median(w for w, _ in wheel_cold) * 1000, 1),
+            "wheel_python_pass_ms": round(statistics.median(w for w, _ in bare_wheel) * 1000, 1),
+            "wheel_over_python_ratio": round(wall, 2),
+            "wheel_cpu_ms": round(statistics.median(c for _, c in wheel_cold) * 1000, 1),
+            "wheel_python_pass_cpu_ms": round(statistics.median(c for _, c in bare_wheel) * 1000, 1),
+            "wheel_over_python_cpu_ratio": round(cpu, 2)})
 
     # (d) batch throughput: same JSONL file, 1 and 2 workers, median of N runs
     batch = workdir / "patients.jsonl"
@@ -607,7 +625,7 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
         checks["workers_2_over_independent"] = {"value": ratio, "target": f">= {TARGETS['workers_2_over_independent']}",
                                                 "met": ratio >= TARGETS["workers_2_over_independent"]}
     if cli.get("cold_start", {}).get("wheel_over_python_ratio") is not None:
-        ratio = cli["cold_start"]["wheel_over_python_ratio"]
+        ratio = cli["cold_start"]["wheel_over_python_ratio"]  # wall time, the target's measure
         checks["cold_start_over_python"] = {"value": ratio, "target": f"<= {TARGETS['cold_start_over_python']}",
                                             "met": ratio <= TARGETS["cold_start_over_python"]}
     if "cold_start" in cli:
@@ -681,8 +699,11 @@ def markdown(result: dict[str, Any]) -> str:
                      f"(`python -c pass`: {c['python_pass_ms']:.0f} ms) | < 250 ms | {'yes' if v['cold_start_ms']['met'] else 'no'} |")
         if "cold_start_over_python" in v:
             cw = v["cold_start_over_python"]
-            lines.append(f"| (e) cold start, installed wheel, over `python -c pass` | {cw['value']:.2f}× "
-                         f"({c['wheel_ms']:.0f} ms) | ≤ 8× | {'yes' if cw['met'] else 'no'} |")
+            lines.append(f"| (e) cold start, installed wheel, over `python -c pass` (wall) | {cw['value']:.2f}× "
+                         f"({c['wheel_ms']:.0f} ms vs {c['wheel_python_pass_ms']:.0f} ms) | ≤ 8× | {'yes' if cw['met'] else 'no'} |")
+            lines.append(f"| (e) same, CPU time of the process (not inflated by other jobs) | "
+                         f"{c['wheel_over_python_cpu_ratio']:.2f}× ({c['wheel_cpu_ms']:.0f} ms vs "
+                         f"{c['wheel_python_pass_cpu_ms']:.0f} ms) | | |")
         lines.append(f"| (e) cold start, editable checkout, over `python -c pass` | {c['over_python_ratio']:.2f}× | | |")
         lines.append(f"| (e) same, rule-set cache off (`CDSS_NO_CACHE=1`) / first run filling the cache | "
                      f"{c['no_cache_ms']:.0f} ms / {c['first_run_filling_cache_ms']:.0f} ms | | |")

@@ -6,7 +6,6 @@ nearest valid name for a typo. Nothing reaches the compiler unless this module a
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -75,6 +74,8 @@ def _display(path: Path) -> str:
 
 def nearest(name: str, options: Iterable[str]) -> str:
     """' (did you mean X?)' for a likely typo, else ''."""
+    import difflib  # only on the error path: not in a warm start
+
     near = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f"; did you mean '{near[0]}'?" if near else ""
 
