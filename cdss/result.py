@@ -16,6 +16,8 @@ from .model import INDICATOR_ORDER, PLACEHOLDER, URGENCY_ORDER, Rule, RuleSetInf
 
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 EXTENSION_KEY = "invalid.cdss"
+TOPIC_SYSTEM = "https://cdss.invalid/rules"
+"""The code system of `source.topic` (a CDS Hooks Coding needs `system` and `code`): codes are rule ids."""
 RED_FLAG_PREFIX = "red_flags."
 
 
@@ -354,15 +356,22 @@ class Assessment:
         """A strict CDS Hooks response: `{"cards": [...]}`; cdss data under a reverse-domain extension."""
         cards = []
         for card in self._data["cards"]:
-            source = {"label": card["source"]["label"], "topic": {"code": card["rule"], "display": card["source"]["section"]}}
+            topic = {"system": TOPIC_SYSTEM, "code": card["rule"], "display": card["source"]["section"]}
+            source = {"label": card["source"]["label"], "topic": topic}
             extension: dict[str, Any] = {"rule": card["rule"], "quote": card["source"]["quote"],
                                          "rule_set": self._data["rule_set"], "urgency": self._data["urgency"],
                                          "red_flag_screening": self._data["red_flag_screening"]}
             if "referral" in card:
                 extension["referral"] = card["referral"]
-            cards.append({"uuid": card["uuid"], "summary": card["summary"], "detail": card["detail"],
+            hooks_card = {"uuid": card["uuid"], "summary": card["summary"], "detail": card["detail"],
                           "indicator": card["indicator"], "source": source,
-                          "extension": {EXTENSION_KEY: extension}})
+                          "extension": {EXTENSION_KEY: extension}}
+            # the spec forbids empty strings: a parameter may render an optional text to "" (omit it)
+            if not hooks_card["detail"]:
+                del hooks_card["detail"]
+            if not topic["display"]:
+                del topic["display"]
+            cards.append(hooks_card)
         return {"cards": cards}
 
     def __repr__(self) -> str:

@@ -550,3 +550,10 @@ cli.add_command(importlib.import_module(".fhir", __package__).fhir)  # cdss fhir
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from .feedback import feedback as _feedback  # issue 11: `cdss feedback report`
+from .serve import serve as _serve  # issue 11: `cdss serve` (imports the web stack only when run)
+
+cli.add_command(_serve)
+cli.add_command(_feedback)

@@ -8,14 +8,12 @@ appears on the page without touching this module. The page posts the patient doc
 are data, never markup. Nothing a user typed is stored or logged here: the document lives
 only in the request, and every answer is marked `no-store`.
 
-    app.include_router(cdss.service.web.router(rules))       # in the service app (issue 11)
-    python -m uvicorn --factory cdss.service.web:demo_app   # these pages alone, bundled rules
+    app.include_router(cdss.service.web.router(rules))   # what cdss.service.create_app does
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 if TYPE_CHECKING:
@@ -162,19 +160,6 @@ def condition_shape(condition: Any, params: Mapping[str, Any], units: Mapping[st
 # ================================================================ the pages
 
 
-def declared_source(rules: RuleSet) -> Path | None:
-    """The source document the rule set cites, if it sits beside the rule files (else None)."""
-    for pack in rules.loaded.packs:
-        name = pack.metadata.get("source", {}).get("file")
-        if not name or Path(name).name != name:  # a bare file name only, never a path out of the rule set
-            continue
-        for base in (rules.root, rules.root.parent):
-            candidate = base / name
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 @cache
 def _environment() -> jinja2.Environment:
     import jinja2
@@ -210,7 +195,7 @@ class Pages:
         from ..resources import schema
 
         self.rules = rules
-        self.source = source if source is not None else declared_source(rules)
+        self.source = source  # None: the sources the rule set declares (cdss.audit.rulebook)
         self.sections = form_sections(schema("patient"))
         self.static = _static_files()
         info = rules.info
@@ -306,8 +291,8 @@ def _too_large() -> JSONResponse:
 def router(rules: RuleSet, *, source: Path | None = None) -> APIRouter:
     """The pages for one rule set: `/`, `/rulebook`, `/static/<name>`, `POST /try/evaluate`.
 
-    `source`: the source document the rulebook checks quotes against; by default the file
-    the rule set cites, when it sits beside the rule files.
+    `source`: the source document the rulebook checks quotes against; by default the sources
+    the rule set declares in its ruleset.yaml.
     """
     pages = Pages(rules, source)
     api = APIRouter()
@@ -319,18 +304,3 @@ def router(rules: RuleSet, *, source: Path | None = None) -> APIRouter:
                       description="Body: a patient document (JSON). Answer: the result, the CDS Hooks response "
                                   "and the trace of every rule. 400: invalid document (path, expected, found).")
     return api
-
-
-def demo_app() -> FastAPI:
-    """An app with only these pages (`uvicorn --factory cdss.service.web:demo_app`).
-
-    Serves the bundled rules, or the rule set directory named by the CDSS_RULES variable.
-    """
-    from .. import bundled_rules
-    from ..ruleset import load_rules
-
-    directory = os.environ.get("CDSS_RULES")
-    rules = load_rules(directory) if directory else bundled_rules()
-    app = FastAPI(title="cdss pages", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(router(rules))
-    return app

@@ -1,0 +1,43 @@
+"""`cdss feedback report`: which rules clinicians override, and why (from the service's SQLite store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .commands import EXIT_USAGE, Fail
+
+
+@click.group()
+def feedback() -> None:
+    """Read the card feedback that `cdss serve` stored."""
+
+
+@feedback.command("report")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="The feedback database (default: cdss-feedback.sqlite3, the service's default).")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+def report(db_path: Path | None, fmt: str) -> None:
+    """Overrides per rule, most overridden first, with the override reasons and counts."""
+    from ..service.config import DEFAULT_FEEDBACK_DB
+    from ..service.feedback import FeedbackStore, StoreError, render_text
+    from ..service.feedback import report as summarise
+
+    path = db_path or Path(DEFAULT_FEEDBACK_DB)
+    if not path.is_file():
+        raise Fail(f"--db {path}: no such feedback database (cdss serve creates it; see its 'feedback in' line)",
+                   EXIT_USAGE)
+    try:
+        store = FeedbackStore(path)
+        try:
+            summary = summarise(store.rows())
+        finally:
+            store.close()
+    except StoreError as error:
+        raise Fail(str(error), EXIT_USAGE) from None
+    if fmt == "json":
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        click.echo(render_text(summary))
