@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .compiler import CATCH_ALL
@@ -79,13 +81,27 @@ class DurableRuleset:
         self._engine = _engine()
         self._lock = threading.Lock()
         self._sessions = itertools.count()
-        name = f"cdss-{label}-{next(_names)}"
+        self._label = label
         self._rule_names = frozenset(definition)
+        self._definition = json.dumps(definition, sort_keys=True)
+        self._handle: Any = None
+        self._closed = False
+        self._handle = self._create()
+        _live.add(self)
+
+    def _create(self) -> Any:
+        name = f"cdss-{self._label}-{os.getpid()}-{next(_names)}"
         try:
-            self._handle = self._engine.create_ruleset(name, json.dumps(definition, sort_keys=True))
+            return self._engine.create_ruleset(name, self._definition)
         except Exception as error:  # durable reports only "Could not create ruleset, error code: N"
             raise EngineError(f"durable-rules rejected the compiled rule set ({error}); the loader should have "
                               "caught this: please report it with the rule files") from None
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock (the parent's may be held by a thread that does not exist
+        here) and a fresh engine ruleset on first use (the inherited one may be mid-update)."""
+        self._lock = threading.Lock()
+        self._handle = None
 
     def fire(self, fact: dict[str, Any]) -> set[str]:
         """Assert `fact` in a fresh session and return every rule that fired (each once)."""
@@ -105,11 +121,16 @@ class DurableRuleset:
         with self._lock:
             handle = self._handle
             if handle is None:
-                raise EngineError("this ruleset was closed")
+                if self._closed:
+                    raise EngineError("this ruleset was closed")
+                handle = self._handle = self._create()  # first use after a fork
             sid = str(next(self._sessions))
             fired: set[str] = set()
             try:
                 code, state_handle = engine.assert_fact(handle, f'{head}, "sid": "{sid}"}}')
+            except UnicodeEncodeError:
+                raise EngineError("the patient fact holds text that is not valid Unicode (an unpaired surrogate); "
+                                  "the input boundary should have refused it") from None
             except Exception as error:
                 raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
             if code != 0:
@@ -157,7 +178,9 @@ class DurableRuleset:
         with self._lock:
             handle = self._handle
             if handle is None:
-                raise EngineError("this ruleset was closed")
+                if self._closed:
+                    raise EngineError("this ruleset was closed")
+                handle = self._handle = self._create()  # first use after a fork
             sid = str(next(self._sessions))
             state_handle = None
             started = False  # a session exists once a fact was taken
@@ -167,6 +190,9 @@ class DurableRuleset:
                     tail = f'"id": "{position}", "kind": "patient", "sid": "{sid}"}}'
                     try:
                         code, state_handle = engine.assert_fact(handle, f"{body}, {tail}")
+                    except UnicodeEncodeError:
+                        raise EngineError("a patient fact holds text that is not valid Unicode (an unpaired "
+                                          "surrogate); the input boundary should have refused it") from None
                     except Exception as error:
                         raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
                     if code != 0:
@@ -212,6 +238,7 @@ class DurableRuleset:
         """Release the C ruleset; the object is unusable afterwards."""
         with self._lock:
             handle, self._handle = getattr(self, "_handle", None), None
+            self._closed = True
             if handle is not None:
                 self._engine.delete_ruleset(handle)
 
@@ -220,6 +247,40 @@ class DurableRuleset:
             self.close()
         except Exception:
             pass
+
+
+_live: weakref.WeakSet[DurableRuleset] = weakref.WeakSet()
+_fork_hooks: list[Callable[[], None]] = []
+
+
+def after_fork_in_child(hook: Callable[[], None]) -> None:
+    """Run `hook` in every forked child (for locks held by other modules around the engine)."""
+    _fork_hooks.append(hook)
+
+
+def _reset_after_fork() -> None:
+    """os.fork() copies only the calling thread: a lock another thread held stays held forever
+    in the child. Give every live ruleset a new lock and a new engine ruleset on first use."""
+    for ruleset in list(_live):
+        ruleset._after_fork_in_child()
+    for hook in _fork_hooks:
+        hook()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def registration_problem(definition: dict[str, Any]) -> str | None:
+    """Register a compiled definition with durable-rules and release it; why it was refused, or None.
+
+    `cdss validate` runs this so that nothing that validates can fail to register at evaluate time.
+    """
+    try:
+        DurableRuleset(definition, "validate").close()
+    except EngineError as error:
+        return str(error)
+    return None
 
 
 _HEAD_SUFFIX = ', "id": "patient", "kind": "patient"'

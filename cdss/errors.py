@@ -92,3 +92,12 @@ def describe_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "an array"
     return type(value).__name__
+
+
+def printable(text: str) -> str:
+    """Text safe to show anywhere: control characters (terminal escapes, NUL) and lone surrogates
+    become backslash escapes, so a hostile value can neither drive a terminal nor break UTF-8 output."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)

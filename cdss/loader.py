@@ -7,6 +7,8 @@ nearest valid name for a typo. Nothing reaches the compiler unless this module a
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,9 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False,
         declared = manifest_doc.data["rule_set"].get("guidance")
         guidance_path = (root / declared if declared else root / GUIDANCE if (root / GUIDANCE).is_file()
                          else rules_dir() / GUIDANCE)
+        own = root / declared if declared else root / GUIDANCE  # the fallback is the bundled catalogue
+        if _not_a_plain_file(root, own, out, manifest_doc):
+            return None, out.problems
         sources, inventory = _evidence(root, manifest_doc, out, read)
     else:
         pack_paths = [root]
@@ -162,6 +167,8 @@ def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Pat
     paths = []
     for i, name in enumerate(listed):
         candidate = root / name
+        if _not_a_plain_file(root, candidate, out, manifest, ("rule_set", "packs", i)):
+            continue
         if not candidate.is_file():
             present = [p.name for p in yaml_files(root)]
             out.add(manifest, ("rule_set", "packs", i), None, f"pack file '{name}' does not exist{nearest(name, present)}")
@@ -195,6 +202,8 @@ def _evidence(root: Path, manifest: YamlDocument | None, out: _Collector,
             continue  # the schema check reports it
         path = root / item["path"]
         where = ("rule_set", "sources", i, "path")
+        if _not_a_plain_file(root, path, out, manifest, where):
+            continue
         if not path.resolve().is_relative_to(inside):
             out.add(manifest, where, None, f"source '{item['path']}' lies outside the rule-set directory; keep the evidence inside it")
             continue
@@ -252,9 +261,12 @@ def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = 
     except OSError as error:
         out.add(path, None, None, f"cannot read: {error.strerror or error}")
         return None
+    before = len(out.errors)
+    _strict_text_problems(doc, out)
+    if len(out.errors) != before:
+        return None
     if schema_checked:
         return doc
-    before = len(out.errors)
     _schema_problems(doc, schema_name, out)
     return doc if len(out.errors) == before else None
 
@@ -274,7 +286,7 @@ def _rule_id(doc: YamlDocument, path: tuple[Any, ...]) -> str | None:
 def _schema_problems(doc: YamlDocument, schema_name: str, out: _Collector) -> None:
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema(schema_name))
+    validator = _strict_validator_class()(schema(schema_name))
     for error in validator.iter_errors(doc.data):
         path = tuple(error.absolute_path)
         if schema_name == "rule-pack" and "when" in path[:3] and len(path) >= 3 and path[0] == "rules":
@@ -413,6 +425,8 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
         if name not in used_params:
             doc, where = param_docs[name]
             out.add(doc, where, None, f"parameter '{name}' is declared but no rule uses it", "warning")
+    if not out.errors:
+        _engine_limit_problems(rules, defaults, out)
     if out.errors:
         return None
     if manifest is not None:
@@ -638,3 +652,96 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
                 bounds[end] = value
             if len(bounds) == 2 and bounds["min"] > bounds["max"]:
                 out.add(doc, (*base, "then", "exercise", rng), rule_id, f"{rng}: min {bounds['min']} is above max {bounds['max']}")
+
+
+# ---------------------------------------------------------------- reliability checks (issue 16)
+
+
+def _engine_limit_problems(rules: list[Rule], values: dict[str, Any], out: _Collector) -> None:
+    """Refuse what durable-rules could not run: the engine's fixed limits, named, at the rule's line."""
+    from .compiler import limit_problems
+
+    for rule, message in limit_problems(rules, values):
+        where = rule.where if rule is not None else None
+        out.problems.append(Problem(where.file if where else "rules", where.line if where else None, None,
+                                    rule.id if rule is not None else None, f"engine limit: {message}"))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _strict_text_problems(doc: YamlDocument, out: _Collector) -> None:
+    """NUL, control characters, lone surrogates and non-finite numbers in a rule file are errors.
+
+    They cannot be shown safely in a terminal, an HTML page or a CDS Hooks card, and .inf /
+    .nan compare with nothing the way an author means. Tabs and newlines stay allowed.
+    """
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and _CONTROL.search(key):
+                    out.add(doc, path, _rule_id(doc, path), f"a key holds a control character "
+                            f"({_control_shown(key)}); remove it")
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, (*path, i))
+        elif isinstance(node, str):
+            bad = _CONTROL.search(node)
+            if bad:
+                out.add(doc, path, _rule_id(doc, path), f"text holds the control character {_control_shown(bad.group())} "
+                        "(NUL, escape and other control characters are not allowed in rule files); remove it")
+        elif isinstance(node, float) and not math.isfinite(node):
+            out.add(doc, path, _rule_id(doc, path), f"{node!r} is not a usable number: write a finite number")
+
+    walk(doc.data, ())
+
+
+def _control_shown(text: str) -> str:
+    bad = _CONTROL.search(text)
+    char = bad.group() if bad else text
+    return f"U+{ord(char):04X}"
+
+
+def _pattern_fullmatch(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """JSON Schema `pattern`, but `$` means the end of the text (Python's `$` also matches before a final newline)."""
+    if not validator.is_type(instance, "string"):
+        return
+    strict = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    if not re.search(strict, instance):
+        import jsonschema
+
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _strict_validator_class() -> Any:
+    """Draft 2020-12 with `pattern` anchored at the very end of the text (ids match in full)."""
+    import jsonschema
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_fullmatch})
+
+
+def _not_a_plain_file(root: Path, candidate: Path, out: _Collector, manifest: YamlDocument | None,
+                      where: tuple[Any, ...] = ()) -> bool:
+    """A listed pack or guidance.yaml that exists but is not a regular file inside the rule-set
+    directory is an error: a FIFO would block or be skipped silently, and a symlink to a file
+    elsewhere would have the loader quote that file's lines in its messages."""
+    if not os.path.lexists(candidate):
+        return False
+    message = None
+    if candidate.exists() and not candidate.is_file():
+        message = f"'{candidate.name}' is not a regular file (a directory, FIFO or device); a rule set reads files only"
+    else:
+        try:
+            candidate.resolve(strict=True).relative_to(root.resolve(strict=True))
+        except ValueError:
+            message = f"'{candidate.name}' points outside the rule-set directory; copy the file into it instead"
+        except OSError:
+            return False  # a dangling link: reported as a missing file
+    if message is None:
+        return False
+    if manifest is not None:
+        out.add(manifest, where, None, message)
+    else:
+        out.add(candidate, None, None, message)
+    return True

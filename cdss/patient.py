@@ -9,11 +9,12 @@ for absent or null), because durable-rules misbehaves on missing nested fields.
 from __future__ import annotations
 
 import difflib
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from .errors import PatientDataError, describe_value
+from .errors import PatientDataError, describe_value, printable
 from .fields import UNKNOWN, Field, patient_fields
 from .resources import schema
 
@@ -52,8 +53,10 @@ def validate_patient(patient: Any) -> dict[str, Any]:
     pass, and calls this for anything else: a check added here that the schema does not
     express must be added to `compile_checked_flattener` too (benchmarks/run.py checks both agree).
     """
-    if not isinstance(patient, dict) and isinstance(patient, Mapping):  # dict first: the ABC check is slower
-        patient = dict(patient)
+    patient = plain_data(patient)
+    surrogate = unpaired_surrogate_error(patient)
+    if surrogate is not None:
+        raise surrogate
     try:
         _fast()(patient)
         return patient  # type: ignore[no-any-return]
@@ -136,7 +139,8 @@ def _first_non_json_value(node: Any, path: str, depth: int) -> PatientDataError 
 def _shown_key(key: Any) -> str:
     """A key as it may appear in a message: text, at most 64 characters (it could be megabytes)."""
     text = key if isinstance(key, str) else repr(key)
-    return text if len(text) <= 64 else f"{text[:48]}…({len(text):,} characters)"
+    text = text if len(text) <= 64 else f"{text[:48]}…({len(text):,} characters)"
+    return printable(text)
 
 
 def _expected(error: Any) -> str:
@@ -206,11 +210,14 @@ def prepare(patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], st
                 except NotImplementedError:  # a schema feature the generator does not know: two passes
                     _checked = None
                 _checked_ready = True
-    if not isinstance(patient, dict) and isinstance(patient, Mapping):
-        patient = dict(patient)
-    if _checked is not None and isinstance(patient, dict):
+    if type(patient) is not dict and isinstance(patient, Mapping):
+        patient = plain_data(patient)
+    if _checked is not None and type(patient) is dict:
         out = _checked(patient)
         if out is not None:
+            text = patient.get("patient_id")  # the one free-text value the fast path lets through
+            if isinstance(text, str) and not text.isprintable() and _SURROGATE.search(text):
+                raise PatientDataError("$.patient_id", "text (valid Unicode)", "an unpaired surrogate (\\ud800-\\udfff)")
             return patient, out[0], out[1], out[2]
     document = validate_patient(patient)  # raises the precise PatientDataError
     fact, unknown = flatten(document)
@@ -269,7 +276,7 @@ def compile_checked_flattener(root: Mapping[str, Any], fields: Mapping[str, Fiel
             if "properties" in prop:
                 lines += [f"    {v} = {var}.get({name!r}, _ABSENT)",
                           f"    if {v} is _ABSENT: {v} = _EMPTY",
-                          f"    elif not isinstance({v}, dict): return None"]
+                          f"    elif type({v}) is not dict: return None"]
                 obj(prop, v, path + ".")
                 continue
             lines.append(f"    {v} = {var}.get({name!r})")
@@ -407,3 +414,46 @@ def compile_canonical(root: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], 
     lines.append(f"    return '{{' + ','.join({top}) + '}}'")
     exec(compile("\n".join(lines), "<cdss.patient canonical>", "exec"), namespace)
     return namespace["canonical"]  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- the input boundary (issue 16)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def plain_data(value: Any, depth: int = 0) -> Any:
+    """The document as plain dicts and lists, read once: a Mapping whose `get` and `items` disagree
+    cannot show one content to validation and another to the rules. Plain dicts are copied only
+    when something below them is not plain."""
+    if depth > 16:
+        return value  # validation reports the nesting
+    if type(value) is dict:
+        changed = {key: plain_data(item, depth + 1) for key, item in value.items()}
+        return value if all(changed[key] is value[key] for key in changed) else changed
+    if isinstance(value, Mapping):
+        return {key: plain_data(item, depth + 1) for key, item in list(value.items())}
+    return value
+
+
+def unpaired_surrogate_error(node: Any, path: str = "$", depth: int = 0) -> PatientDataError | None:
+    """A lone surrogate (`"\\ud800"` in JSON) cannot be written as UTF-8: refuse it, with its path."""
+    if depth > 16:
+        return None
+    if isinstance(node, str):
+        if not node.isprintable() and _SURROGATE.search(node):
+            return PatientDataError(path, "text (valid Unicode)", "an unpaired surrogate (\\ud800-\\udfff)")
+        return None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{_shown_key(key)}"
+            if isinstance(key, str) and not key.isprintable() and _SURROGATE.search(key):
+                return PatientDataError(where, "a key in valid Unicode", "an unpaired surrogate (\\ud800-\\udfff)")
+            found = unpaired_surrogate_error(value, where, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found = unpaired_surrogate_error(item, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
+import re
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -11,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .conditions import evaluate as evaluate_condition, leaves
+from .engine import after_fork_in_child
 from .errors import EngineError, ParameterError, PatientDataError
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Parameter, Rule, RuleSetInfo
@@ -34,6 +38,9 @@ class RuleSet:
             problem = parameter_constraint_problem(loaded.parameters, values, name)
             if problem:
                 raise ParameterError(f"parameter values conflict: {problem}")
+        check_values_like_defaults(loaded, values)
+        if overrides:
+            check_engine_limits(loaded, values)
         self._params = MappingProxyType(values)
         self._params_key = canonical(values)
         self._rules = MappingProxyType({rule.id: rule for rule in loaded.rules})
@@ -45,6 +52,7 @@ class RuleSet:
                                     params=self._params, params_key=self._params_key, patient_key=canonical_patient)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
+        _live.add(self)
 
     # ------------------------------------------------------------ what it is
     @property
@@ -216,6 +224,8 @@ def parse_parameter_value(param: Parameter, value: Any) -> Any:
     if isinstance(value, str) and kind != "string":
         text = value.strip().lower()
         try:
+            if kind in ("integer", "number") and not _PLAIN_NUMBER[kind].fullmatch(text):
+                raise ValueError  # int()/float() also read '1_2' and non-ASCII digits
             if kind == "integer":
                 return int(text)
             if kind == "number":
@@ -228,6 +238,8 @@ def parse_parameter_value(param: Parameter, value: Any) -> Any:
         except ValueError:
             pass
         raise ParameterError(f"parameter '{param.name}' takes {kind}, got {value!r}")
+    if kind == "number" and isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(f"parameter '{param.name}' takes a finite number, got {value!r}")
     ok = {"integer": isinstance(value, int) and not isinstance(value, bool),
           "number": isinstance(value, (int, float)) and not isinstance(value, bool),
           "boolean": isinstance(value, bool), "string": isinstance(value, str)}[kind]
@@ -239,3 +251,62 @@ def parse_parameter_value(param: Parameter, value: Any) -> Any:
 def load_rules(path: str | Path | None = None, parameters: Mapping[str, Any] | None = None) -> RuleSet:
     """Load a rule set (the bundled one by default); raises RuleFileError or ParameterError."""
     return RuleSet(load(path), parameters)
+
+
+_live: weakref.WeakSet[RuleSet] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """A forked child inherits the engine lock as it was: held, if another thread was compiling."""
+    for ruleset in list(_live):
+        ruleset._engine_lock = threading.Lock()
+    import cdss
+    from . import patient
+
+    patient._lock = threading.Lock()
+    cdss._bundled_lock = threading.Lock()
+
+
+after_fork_in_child(_new_locks_after_fork)
+
+
+_PLAIN_NUMBER = {"integer": re.compile(r"[+-]?[0-9]+"),
+                 "number": re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?")}
+"""`--param` numbers: ASCII digits only (int() would read '1_2' as 12 and Arabic-Indic digits as digits)."""
+
+
+def check_values_like_defaults(loaded: LoadedRules, values: Mapping[str, Any]) -> None:
+    """Overrides pass every check the loader applies to defaults: finite numbers within bounds,
+    and no exercise dose whose minimum exceeds its maximum (sets 9..1 would be nonsense advice)."""
+    import math
+
+    from .model import resolve_bound
+
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(f"parameter '{name}': {value!r} is not a finite number")
+        problem = check_parameter_value(loaded.parameters[name], value)
+        if problem:
+            raise ParameterError(f"parameter '{name}': {problem}")
+    for rule in loaded.rules:
+        exercise = rule.then.get("exercise") if isinstance(rule.then, Mapping) else None
+        if not exercise:
+            continue
+        for span in ("sets", "reps"):
+            bounds = exercise.get(span)
+            if not isinstance(bounds, Mapping) or "min" not in bounds or "max" not in bounds:
+                continue
+            low, high = resolve_bound(bounds["min"], values), resolve_bound(bounds["max"], values)
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+                raise ParameterError(f"parameter values make rule '{rule.id}' advise {span} from {low} to {high}: "
+                                     f"the minimum may not exceed the maximum")
+
+
+def check_engine_limits(loaded: LoadedRules, values: Mapping[str, Any]) -> None:
+    """The engine limits, again under overridden values: two thresholds that were equal by
+    default are two conditions for the engine once they differ (docs/RULE-LANGUAGE.md)."""
+    from .compiler import limit_problems
+
+    for rule, message in limit_problems(loaded.rules, dict(values)):
+        where = f" (rule '{rule.id}')" if rule is not None else ""
+        raise ParameterError(f"with these parameter values the rule set exceeds an engine limit{where}: {message}")

@@ -294,7 +294,9 @@ def test_engine_error_is_an_internal_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(RuleSet, "evaluate_many", fail)  # what --jsonl batches call
     result = invoke("evaluate", "--jsonl", "-", input=json.dumps(EMERGENCY) + "\n")
     assert result.exit_code == 4
-    assert "the rule engine failed (EngineError: durable-rules did not handle" in result.stderr
+    assert "the rule engine failed on 1 line" in result.stderr
+    record = json.loads(result.stdout)  # the line's error record is in place; the batch went on (issue 16)
+    assert "EngineError: durable-rules did not handle" in record["error"]["found"]
 
 
 # ---------------------------------------------------------------- hostile input: exit 1, one clear line

@@ -75,7 +75,20 @@ def _pack_meta(meta: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _md_cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return md_inline(text)
+
+
+def md_inline(text: Any) -> str:
+    """Text from a rule file on one Markdown line or table cell: whitespace (newlines too) collapsed,
+    HTML and table syntax escaped as entities, so a title cannot add a heading, a raw HTML tag or a cell."""
+    flat = " ".join(str(text).split())
+    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "&#124;")
+
+
+def md_block(text: Any) -> str:
+    """Multi-line Markdown text from a rule file (card detail, quotes): lines kept, HTML and table
+    syntax escaped as entities, so emphasis and lists still work but no tag or table gets through."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "&#124;")
 
 
 def _md_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
@@ -87,7 +100,7 @@ def _md_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]
 
 def _md_clause(clause: Clause, depth: int) -> list[str]:
     pad = "  " * depth
-    text = f"{clause.text} (`{clause.field}` {clause.formal})" if clause.field else clause.text
+    text = f"{md_inline(clause.text)} (`{clause.field}` {md_inline(clause.formal)})" if clause.field else md_inline(clause.text)
     lines = [f"{pad}- {text}"]
     for child in clause.children:
         lines += _md_clause(child, depth + 1)
@@ -95,23 +108,24 @@ def _md_clause(clause: Clause, depth: int) -> list[str]:
 
 
 def _md_quote(text: str, pad: str = "  ") -> list[str]:
-    return [f"{pad}> {line}".rstrip() for line in text.splitlines()]
+    return [f"{pad}> {line}".rstrip() for line in md_block(text).splitlines()]
 
 
 def _md_output(out: Output) -> list[str]:
     d = dict(out.items)
     if out.kind == "card":
-        return [f"- **card** ({d['indicator']}): {d['summary']}", *_md_quote(d["detail"])]
+        return [f"- **card** ({d['indicator']}): {md_inline(d['summary'])}", *_md_quote(d["detail"])]
     if out.kind == "finding":
-        side = f", side **{d['side']}**" if "side" in d else ""
-        return [f"- **finding** `{d['code']}`{side}: {d['text']}"]
+        side = f", side **{md_inline(d['side'])}**" if "side" in d else ""
+        return [f"- **finding** `{md_inline(d['code'])}`{side}: {md_inline(d['text'])}"]
     if out.kind == "referral":
-        return [f"- **referral** to {d['to']} ({d['timeframe']}): {d['reason']}"]
+        return [f"- **referral** to {md_inline(d['to'])} ({md_inline(d['timeframe'])}): {md_inline(d['reason'])}"]
     if out.kind == "exercise":
-        return [f"- **exercise** `{d['id']}` {d['name']}: targets {d['targets']}; {d['sets']}; {d['reps']}",
+        return [f"- **exercise** `{md_inline(d['id'])}` {md_inline(d['name'])}: targets {md_inline(d['targets'])}; "
+                f"{md_inline(d['sets'])}; {md_inline(d['reps'])}",
                 *_md_quote(d["instructions"])]
-    phase = f" phase **{d['phase']}**" if "phase" in d else ""
-    note = f": {d['note']}" if "note" in d else ""
+    phase = f" phase **{md_inline(d['phase'])}**" if "phase" in d else ""
+    note = f": {md_inline(d['note'])}" if "note" in d else ""
     return [f"- **plan**{phase}{note}"]
 
 
@@ -127,14 +141,14 @@ def _md_scenarios(title: str, refs: tuple[ScenarioRef, ...]) -> list[str]:
 
 def _md_rule(e: RuleEntry, scenarios_given: bool) -> list[str]:
     r = e.rule
-    lines = [f'<a id="{anchor(r.id)}"></a>', "", f"### `{r.id}`: {r.title}", ""]
+    lines = [f'<a id="{anchor(r.id)}"></a>', "", f"### `{r.id}`: {md_inline(r.title)}", ""]
     lines += _md_table(["status", "category", "indicator", "urgency", "priority", "defined at"],
                        [[r.status, r.category, r.indicator, r.urgency, r.priority, f"`{e.where}`"]])
     cond = e.condition
     if cond.field:
-        lines += [f"**IF** {cond.text} (`{cond.field}` {cond.formal})", ""]
+        lines += [f"**IF** {md_inline(cond.text)} (`{cond.field}` {md_inline(cond.formal)})", ""]
     else:
-        lines += [f"**IF** {cond.text}", ""]
+        lines += [f"**IF** {md_inline(cond.text)}", ""]
         for child in cond.children:
             lines += _md_clause(child, 0)
         lines.append("")
@@ -146,10 +160,10 @@ def _md_rule(e: RuleEntry, scenarios_given: bool) -> list[str]:
         lines += ["**Parameters**", ""]
         lines += _md_table(["name", "value", "unit", "origin"],
                            [[f"`{p.name}`", p.value, p.unit or "", p.origin] for p in e.parameters])
-    lines += ["**Guidance**", ""] + [f"- {g.id} ({g.kind}): {g.text}" for g in e.guidance] + [""]
+    lines += ["**Guidance**", ""] + [f"- {g.id} ({md_inline(g.kind)}): {md_inline(g.text)}" for g in e.guidance] + [""]
     if r.rationale:
-        lines += ["**Rationale**", ""] + [f"- {x.guidance}: {' '.join(x.text.split())}" for x in r.rationale] + [""]
-    lines += [f"**Source**: {r.section}: {QUOTE_MARK[e.quote_status]} (quote at `{e.quote_where}`)", "",
+        lines += ["**Rationale**", ""] + [f"- {x.guidance}: {md_inline(x.text)}" for x in r.rationale] + [""]
+    lines += [f"**Source**: {md_inline(r.section)}: {QUOTE_MARK[e.quote_status]} (quote at `{e.quote_where}`)", "",
               *_md_quote(r.quote, ""), ""]
     if scenarios_given:
         lines += ["**Scenarios**", "", *_md_scenarios("must fire", e.positive),
@@ -158,15 +172,15 @@ def _md_rule(e: RuleEntry, scenarios_given: bool) -> list[str]:
 
 
 def _md_finding(f: Finding) -> str:
-    return f"- **{f.kind}** at `{f.where}`: {f.message}"
+    return f"- **{f.kind}** at `{f.where}`: {md_inline(f.message)}"
 
 
 def to_markdown(audit: Audit) -> str:
     """The rulebook as GitHub-flavoured Markdown."""
     c = audit.counts
-    L: list[str] = [f"# Rulebook: {audit.title}", ""]
+    L: list[str] = [f"# Rulebook: {md_inline(audit.title)}", ""]
     if audit.description:
-        L += [" ".join(audit.description.split()), ""]
+        L += [md_inline(audit.description), ""]
     L += [f"> A result belongs to this rulebook only if its `rule_set.digest` is `{audit.digest}`.", ""]
     rows = [("Rule set", f"`{audit.rule_set_id}`"), ("Title", audit.title), ("Version", audit.version),
             ("Digest", f"`{audit.digest}`"), ("cdss version", audit.cdss_version), ("Source", _source_line(audit)),
@@ -181,8 +195,8 @@ def to_markdown(audit: Audit) -> str:
     L += ["## Contents", ""]
     L += ["- [How to read this rulebook](#how-to-read)", "- [Findings](#findings)"]
     for p in audit.packs:
-        L.append(f"- [{p.pack.title}](#pack-{p.pack.id}) ({len(p.rules)} rules)")
-        L += [f"  - [`{e.id}`](#{e.anchor}): {e.rule.title}" for e in p.rules]
+        L.append(f"- [{md_inline(p.pack.title)}](#pack-{p.pack.id}) ({len(p.rules)} rules)")
+        L += [f"  - [`{e.id}`](#{e.anchor}): {md_inline(e.rule.title)}" for e in p.rules]
     L += ["- [Coverage](#coverage)", ""]
     L += ['<a id="how-to-read"></a>', "", "## How to read this rulebook", ""] + [f"- {t}" for t in HOW_TO_READ] + [""]
 
@@ -195,9 +209,9 @@ def to_markdown(audit: Audit) -> str:
             L += [f"### {SEVERITY_TITLE[sev]}: {len(items)}", ""] + [_md_finding(f) for f in items] + [""]
 
     for p in audit.packs:
-        L += [f'<a id="pack-{p.pack.id}"></a>', "", f"## Pack: {p.pack.title} (`{p.pack.id}`)", ""]
+        L += [f'<a id="pack-{p.pack.id}"></a>', "", f"## Pack: {md_inline(p.pack.title)} (`{p.pack.id}`)", ""]
         if p.pack.metadata.get("description"):
-            L += [" ".join(str(p.pack.metadata["description"]).split()), ""]
+            L += [md_inline(p.pack.metadata["description"]), ""]
         L += _md_table(["", ""], _pack_meta(p.pack.metadata) + [("Defined at", f"`{p.where}`")])
         for e in p.rules:
             L += _md_rule(e, audit.scenarios_dir is not None)

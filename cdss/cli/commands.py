@@ -34,6 +34,7 @@ EXIT_FAILED = 1  # cdss test: a scenario expectation failed; cdss diff: the vers
 EXIT_USAGE = 2
 EXIT_RULES = 3
 EXIT_INTERNAL = 4
+EXIT_OUTPUT = 5
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
@@ -51,6 +52,8 @@ Exit codes:
   2  usage error
   3  the rule files are invalid (file:line:col: rule-id: message)
   4  internal error (a bug): one line; add --debug for the traceback
+  5  the output cannot be written (disk full, standard output closed)
+  130 / 143  interrupted (Ctrl-C / SIGTERM); every line written is complete
 """
 
 FORMATS = ("json", "text", "cds-hooks", "fhir")
@@ -67,7 +70,9 @@ class Fail(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"cdss: error: {self.format_message()}", err=True)
+        from ..errors import printable
+
+        click.echo(f"cdss: error: {printable(self.format_message())}", err=True)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -99,6 +104,12 @@ class CdssGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(EXIT_BROKEN_PIPE)
+        except OSError as error:
+            output = output_failure(error)
+            if output is None:
+                raise self._failure(ctx, error) from None
+            _silence_stdout()
+            raise output from None
         except Exception as error:  # noqa: BLE001 - the one place that turns any failure into an exit code
             raise self._failure(ctx, error) from None
 
@@ -120,6 +131,16 @@ class CdssGroup(click.Group):
         detail = _one_line(f"{type(error).__name__}: {error}", 200)
         hint = "" if (ctx.obj or {}).get("debug") else "; rerun with --debug for the traceback"
         return Fail(f"{what} ({detail}); this is a bug in cdss: {REPORT_TO}{hint}", EXIT_INTERNAL)
+
+
+def output_failure(error: OSError) -> Fail | None:
+    """Output that cannot be written (disk full, closed or broken descriptor) is the
+    environment's problem, not a bug: exit 5 with the reason."""
+    import errno
+
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF):
+        return Fail(f"cannot write the output: {error.strerror or error}", EXIT_OUTPUT)
+    return None
 
 
 def _silence_stdout() -> None:
@@ -148,6 +169,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise Fail("standard output is closed: nowhere to write the results", EXIT_OUTPUT)
 
 
 def _rules_option(function: Any) -> Any:
@@ -271,9 +294,13 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
     if jsonl:
         from . import batch as cli_batch
 
-        def inputs() -> Iterator[tuple[str, BinaryIO]]:
+        def inputs() -> Iterator[tuple[str, Any]]:
             for name in files:
-                stream = _open_input(name)
+                try:
+                    stream = _open_input(name)
+                except Fail as failure:  # an error record in its place; the other FILEs go on
+                    yield name, failure
+                    continue
                 try:
                     yield name, stream
                 finally:
@@ -293,7 +320,7 @@ def evaluate(files: tuple[str, ...], fmt: str | None, explain: bool, rules_path:
                                  label=name if len(files) > 1 else None, allow_in_progress=allow_in_progress)
         except _InputFailure as failure:
             failed = True
-            click.echo(f"cdss: error: {name}: {failure.problem.message}", err=True)
+            click.echo(printable(f"cdss: error: {name}: {failure.problem.message}"), err=True)
             if fmt != "text":
                 from .batch import error_record
 
@@ -372,10 +399,13 @@ def validate(paths: tuple[str, ...], patients: bool, strict: bool) -> None:
     failed = unsure = False
     for path in paths or (None,):
         loaded, problems = collect(path)
+        if loaded is not None:
+            problems = [*_registration_problems(loaded), *problems]
+            loaded = None if problems and problems[0].severity == "error" else loaded
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity != "error"]
         for problem in problems:
-            click.echo(problem.format())
+            click.echo(printable(problem.format()))
         shown = path if path is not None else f"{_display(rules_dir())} (bundled)"
         if errors or loaded is None:
             failed = True
@@ -392,6 +422,24 @@ def validate(paths: tuple[str, ...], patients: bool, strict: bool) -> None:
     if strict and unsure:
         click.echo("cdss: --strict: failing on the warnings / unverified quotes above", err=True)
         raise click.exceptions.Exit(EXIT_STRICT)
+
+
+def _registration_problems(loaded: Any) -> list[Any]:
+    """Compile the rule set and register it with durable-rules, as `evaluate` will: what validates runs."""
+    from ..compiler import compile_rules
+    from ..engine import registration_problem
+    from ..errors import Problem
+
+    values = {name: p.default for name, p in loaded.parameters.items()}
+    problem = registration_problem(compile_rules(loaded.rules, values))
+    return [Problem(str(loaded.root), None, None, None, problem)] if problem else []
+
+
+def printable(text: str) -> str:
+    """Messages with caller-supplied text (file names, keys) cannot drive the terminal."""
+    from ..errors import printable as escape
+
+    return escape(text)
 
 
 def _patient_paths(paths: Sequence[str]) -> Iterator[str]:
@@ -420,7 +468,7 @@ def _validate_patients(paths: Sequence[str]) -> None:
             check_patient(_read_document(name))
         except InputProblem as problem:
             invalid += 1
-            click.echo(f"{name}: {problem.message}")
+            click.echo(printable(f"{name}: {problem.message}"))
     click.echo(f"cdss: {total} patient document{'s' if total != 1 else ''}: "
                f"{total - invalid} valid, {invalid} invalid", err=True)
     if invalid:
