@@ -200,3 +200,21 @@ def test_more_than_1024_batches_do_not_exhaust_sessions(basic_rules: cdss.RuleSe
     """Trap: the 1,025th live session raises MemoryError. Every batch deletes its one session."""
     docs = [patient(exercise={"weeks_consistent": weeks % 521}) for weeks in range(3000)]
     assert sum(1 for _ in basic_rules.evaluate_many(docs, chunk=2)) == 3000
+
+
+def test_a_batch_where_every_patient_fires_the_most_rules_allowed(tmp_path: Path) -> None:
+    """255 rules (the engine limit the loader enforces) all firing for each of 64 patients in one session:
+    actions are drained after each fact, so nothing accumulates (in a child: a crash fails the test)."""
+    rules_dir = write_rule_set(tmp_path, rules_body({f"r{i:03d}": "{field: back_pain.present, is: true}"
+                                                     for i in range(255)}))
+    child = run_child(f"""
+        import cdss
+        rules = cdss.load_rules({str(rules_dir)!r})
+        docs = [{{"back_pain": {{"present": True}}, "exercise": {{"weeks_consistent": i}}}} for i in range(128)]
+        results = list(rules.evaluate_many(docs, chunk=64))
+        assert all(len(r.cards) == 255 for r in results), [len(r.cards) for r in results]
+        assert [r.to_json() for r in results] == [rules.evaluate(d).to_json() for d in docs]
+        print("survived")
+    """)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "survived" in child.stdout
