@@ -588,6 +588,9 @@ def _register() -> None:
 _register()
 
 
+cli.add_command(__import__("cdss.cli.batchjob", fromlist=["batch"]).batch)  # cdss batch (Dask), issue 14
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console entry point (`cdss`)."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="cdss")
