@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .resources import MAX_RULE_FILE_BYTES as MAX_BYTES, read_rule_file
+from .resources import MAX_RULE_FILE_BYTES as MAX_BYTES
+from .resources import read_rule_file
 
 MAX_DEPTH = 64  # far beyond any sensible rule, far below Python's recursion limit
 ALLOWED_TAGS = {
