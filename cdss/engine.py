@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .compiler import CATCH_ALL
@@ -47,8 +47,9 @@ def tune_allocator() -> None:
     glibc's MALLOC_* or GLIBC_TUNABLES malloc variables.
 
     This changes the whole process's allocator, so the library never does it on its own:
-    the `cdss` command (a process of its own) calls it, and a host application that
-    evaluates many patients may call it once at start-up.
+    `cdss evaluate --jsonl` (a process of its own) calls it, and a host application that
+    evaluates many patients may call it once at start-up. (A one-patient command does not:
+    importing ctypes would cost more than the tuning saves.)
     """
     global _tuned
     if _tuned:
@@ -158,6 +159,81 @@ class DurableRuleset:
         fired.discard(CATCH_ALL)
         return fired
 
+    def fire_many(self, heads: Sequence[str]) -> list[set[str]]:
+        """`fire_encoded` for several facts at once, in ONE session: the fired rules of each, in order.
+
+        Creating and freeing a session (about 310 KB of C heap) is most of durable-rules'
+        fixed cost per patient, so a batch shares one. Two traps shape this (DEPENDENCY-FACTS.md):
+        a second fact with the same `id` in a session is dropped silently (code 2), and a fact
+        without an id gets one derived from its content, so identical patients would merge;
+        hence every fact gets its position as id. The actions pending after each assert belong
+        to that fact alone (every rule matches one fact, and the previous fact's actions were
+        completed), and each action's echoed fact is checked to carry that id.
+        """
+        if not heads:
+            return []
+        engine = self._engine
+        names = self._rule_names
+        out: list[set[str]] = []
+        with self._lock:
+            handle = self._handle
+            if handle is None:
+                if self._closed:
+                    raise EngineError("this ruleset was closed")
+                handle = self._handle = self._create()  # first use after a fork
+            sid = str(next(self._sessions))
+            state_handle = None
+            started = False  # a session exists once a fact was taken
+            try:
+                for position, head in enumerate(heads):
+                    body = _fact_body(head)
+                    tail = f'"id": "{position}", "kind": "patient", "sid": "{sid}"}}'
+                    try:
+                        code, state_handle = engine.assert_fact(handle, f"{body}, {tail}")
+                    except UnicodeEncodeError:
+                        raise EngineError("a patient fact holds text that is not valid Unicode (an unpaired "
+                                          "surrogate); the input boundary should have refused it") from None
+                    except Exception as error:
+                        raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
+                    if code != 0:
+                        # code 2: a fact with this id is already in the session (dropped silently by durable)
+                        raise _Unhandled(f"durable-rules did not take patient {position} of the batch (code {code}); "
+                                         "facts must be handled and numbered uniquely")
+                    started = True
+                    fired: set[str] = set()
+                    echo = tail + "}}"
+                    try:
+                        result = engine.start_action_for_state(handle, state_handle)
+                        action = result[1] if result else None
+                        while action:
+                            name = action[2:action.find('"', 2)]
+                            if name in names and action.endswith(echo):
+                                fired.add(name)
+                            else:  # not the shape we expect: parse it and check whose fact it echoes
+                                fired.update(_owned_rules(action, str(position)))
+                            action = engine.complete_and_start_action(handle, state_handle)
+                    except Exception as error:
+                        try:
+                            engine.abandon_action(handle, state_handle)
+                        except Exception:
+                            pass
+                        if isinstance(error, EngineError):
+                            raise
+                        raise EngineError(f"durable-rules failed while running actions: {error}") from None
+                    if CATCH_ALL not in fired:
+                        raise EngineError("the catch-all rule did not fire: the engine state is inconsistent")
+                    fired.discard(CATCH_ALL)
+                    out.append(fired)
+            except _Unhandled as error:
+                # never delete_state after an unhandled fact: durable-rules 2.0.28 segfaults
+                raise EngineError(str(error)) from None
+            except BaseException:
+                if started:
+                    engine.delete_state(handle, sid)
+                raise
+            engine.delete_state(handle, sid)
+        return out
+
     def close(self) -> None:
         """Release the C ruleset; the object is unusable afterwards."""
         with self._lock:
@@ -205,3 +281,30 @@ def registration_problem(definition: dict[str, Any]) -> str | None:
     except EngineError as error:
         return str(error)
     return None
+
+
+_HEAD_SUFFIX = ', "id": "patient", "kind": "patient"'
+
+
+class _Unhandled(Exception):
+    """A fact the engine refused: its session must not be deleted (durable-rules segfaults)."""
+
+
+def _fact_body(head: str) -> str:
+    """A fact head (`fire_encoded`'s form) without its `"id"` and `"kind"` entries."""
+    if head.endswith(_HEAD_SUFFIX):
+        return head[:-len(_HEAD_SUFFIX)]
+    message = {key: value for key, value in json.loads(head + "}").items() if key not in ("sid", "id", "kind")}
+    return json.dumps(message)[:-1]
+
+
+def _owned_rules(action: str, fact_id: str) -> list[str]:
+    """The rule names of one action message, checked to be about the fact `fact_id`."""
+    names = []
+    for name, frames in json.loads(action).items():
+        for frame in frames.values() if isinstance(frames, dict) else ():
+            if not isinstance(frame, dict) or frame.get("id") != fact_id:
+                raise EngineError(f"durable-rules reported rule '{name}' for another patient of the batch; "
+                                  "please report this")
+        names.append(name)
+    return names

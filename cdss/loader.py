@@ -6,14 +6,13 @@ nearest valid name for a typo. Nothing reaches the compiler unless this module a
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
@@ -34,8 +33,14 @@ from .model import (
     RuleSetInfo,
     Scope,
 )
-from .resources import rules_dir, schema
-from .yaml_source import YamlDocument, YamlProblem, load_yaml
+from .resources import MAX_SOURCE_BYTES, read_rule_file, rules_dir, schema
+
+if TYPE_CHECKING:  # imported when a file is read: a cached rule set needs no YAML (cold start)
+    from .yaml_source import YamlDocument
+
+Reader = Callable[[Path, int], bytes]
+"""`read(path, limit)`: at most limit + 1 bytes of a file, as `resources.read_rule_file`; the CLI
+cache passes one that remembers what was read, so its key covers exactly the bytes parsed."""
 
 MANIFEST = "ruleset.yaml"
 GUIDANCE = "guidance.yaml"
@@ -54,10 +59,10 @@ class LoadedRules:
     parameters: dict[str, Parameter]
     guidance: dict[str, GuidanceItem]
     warnings: tuple[Problem, ...] = ()
-    conflicts: tuple[Conflict, ...] = ()  # ruleset.yaml `conflicts:` (issue 17)
-    scope: Scope = NO_SCOPE  # ruleset.yaml `scope:` (issue 17)
     sources: tuple[SourceDocument, ...] = ()  # declared in ruleset.yaml; empty: quotes not verified
     inventory: Path | None = None  # the guidance inventory file, when declared
+    conflicts: tuple[Conflict, ...] = ()  # ruleset.yaml `conflicts:` (issue 17)
+    scope: Scope = NO_SCOPE  # ruleset.yaml `scope:` (issue 17)
 
 
 @dataclass
@@ -66,7 +71,7 @@ class _Collector:
 
     def add(self, doc: YamlDocument | Path | str, path: Iterable[Any] | None, rule_id: str | None, message: str,
             severity: str = "error") -> None:
-        if isinstance(doc, YamlDocument):
+        if not isinstance(doc, (Path, str)):  # a YamlDocument
             where = doc.locate(tuple(path or ())) or (None, None)
             name = _display(doc.path)
         else:
@@ -87,6 +92,8 @@ def _display(path: Path) -> str:
 
 def nearest(name: str, options: Iterable[str]) -> str:
     """' (did you mean X?)' for a likely typo, else ''."""
+    import difflib  # only on the error path: not in a warm start
+
     near = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f"; did you mean '{near[0]}'?" if near else ""
 
@@ -94,21 +101,22 @@ def nearest(name: str, options: Iterable[str]) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def load(path: str | Path | None = None, *, schema_checked: bool = False) -> LoadedRules:
+def load(path: str | Path | None = None, *, schema_checked: bool = False, read: Reader | None = None) -> LoadedRules:
     """Load and check a rule set (directory with ruleset.yaml, or one pack file); raise RuleFileError.
 
     `schema_checked=True` skips the JSON Schema pass (and importing jsonschema) for files the
-    caller knows, byte for byte, passed it before (the CLI's verdict cache); every other
-    check still runs.
+    caller knows, byte for byte, passed it before; every other check still runs. `read`
+    replaces the bounded file read (`resources.read_rule_file`), once per file.
     """
-    loaded, problems = collect(path, schema_checked=schema_checked)
+    loaded, problems = collect(path, schema_checked=schema_checked, read=read)
     errors = [p for p in problems if p.severity == "error"]
     if errors or loaded is None:
         raise RuleFileError(errors or problems)
     return loaded
 
 
-def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> tuple[LoadedRules | None, list[Problem]]:
+def collect(path: str | Path | None = None, *, schema_checked: bool = False,
+            read: Reader | None = None) -> tuple[LoadedRules | None, list[Problem]]:
     """Load a rule set and return it with every problem found (errors first, then warnings)."""
     root = Path(path) if path is not None else rules_dir()
     out = _Collector()
@@ -121,7 +129,7 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> 
         if not manifest_path.is_file():
             out.add(root, None, None, f"no {MANIFEST} in this directory; a rule set directory names itself in {MANIFEST}")
             return None, out.problems
-        manifest_doc = _read(manifest_path, "rule-set", out, schema_checked)
+        manifest_doc = _read(manifest_path, "rule-set", out, schema_checked, read)
         if manifest_doc is None:
             return None, out.problems
         pack_paths = _pack_paths(root, manifest_doc, out)
@@ -131,14 +139,14 @@ def collect(path: str | Path | None = None, *, schema_checked: bool = False) -> 
         own = root / declared if declared else root / GUIDANCE  # the fallback is the bundled catalogue
         if _not_a_plain_file(root, own, out, manifest_doc):
             return None, out.problems
-        sources, inventory = _evidence(root, manifest_doc, out)
+        sources, inventory = _evidence(root, manifest_doc, out, read)
     else:
         pack_paths = [root]
         guidance_path = root.parent / GUIDANCE if (root.parent / GUIDANCE).is_file() else rules_dir() / GUIDANCE
-        sources, inventory = _evidence(root.parent, _beside(root.parent / MANIFEST), _Collector())
-    guidance_doc = _read(guidance_path, "guidance", out, schema_checked)
+        sources, inventory = _evidence(root.parent, _beside(root.parent / MANIFEST, read), _Collector(), read)
+    guidance_doc = _read(guidance_path, "guidance", out, schema_checked, read)
     guidance = _guidance(guidance_doc, out) if guidance_doc else {}
-    docs = [doc for doc in (_read(p, "rule-pack", out, schema_checked) for p in pack_paths) if doc is not None]
+    docs = [doc for doc in (_read(p, "rule-pack", out, schema_checked, read) for p in pack_paths) if doc is not None]
     if len(docs) != len(pack_paths) or not guidance:
         return None, _sorted(out.problems)
     if sources:
@@ -185,17 +193,20 @@ def _pack_paths(root: Path, manifest: YamlDocument, out: _Collector) -> list[Pat
     return paths
 
 
-def _beside(manifest_path: Path) -> YamlDocument | None:
+def _beside(manifest_path: Path, read: Reader | None = None) -> YamlDocument | None:
     """The manifest next to a single pack file, for its declared sources; None if absent or unreadable."""
+    from .yaml_source import YamlProblem, load_yaml
+
     try:
-        doc = load_yaml(manifest_path) if manifest_path.is_file() else None
+        doc = load_yaml(manifest_path, read) if manifest_path.is_file() else None
     except (YamlProblem, OSError):
         return None
     ok = doc is not None and isinstance(doc.data, dict) and isinstance(doc.data.get("rule_set"), dict)
     return doc if ok else None
 
 
-def _evidence(root: Path, manifest: YamlDocument | None, out: _Collector) -> tuple[list[SourceDocument], Path | None]:
+def _evidence(root: Path, manifest: YamlDocument | None, out: _Collector,
+              read: Reader | None = None) -> tuple[list[SourceDocument], Path | None]:
     """The source documents and guidance inventory the manifest declares, read and checked to exist."""
     if manifest is None:
         return [], None
@@ -213,7 +224,11 @@ def _evidence(root: Path, manifest: YamlDocument | None, out: _Collector) -> tup
             out.add(manifest, where, None, f"source '{item['path']}' lies outside the rule-set directory; keep the evidence inside it")
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = (read or read_rule_file)(path, MAX_SOURCE_BYTES)  # once, bounded; the CLI cache hashes these bytes
+            if len(raw) > MAX_SOURCE_BYTES:
+                out.add(manifest, where, None, f"source file '{item['path']}' is over {MAX_SOURCE_BYTES:,} bytes")
+                continue
+            text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text() reads it
         except FileNotFoundError:
             out.add(manifest, where, None, f"source file '{item['path']}' does not exist; copy the source document there "
                     "or correct the path")
@@ -250,9 +265,12 @@ def _check_quotes(docs: list[YamlDocument], sources: list[SourceDocument], out: 
                 out.add(doc, ("rules", i, "source", "section"), raw["id"], problem)
 
 
-def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = False) -> YamlDocument | None:
+def _read(path: Path, schema_name: str, out: _Collector, schema_checked: bool = False,
+          read: Reader | None = None) -> YamlDocument | None:
+    from .yaml_source import YamlProblem, load_yaml
+
     try:
-        doc = load_yaml(path)
+        doc = load_yaml(path, read)
     except YamlProblem as problem:
         out.problems.append(Problem(_display(path), problem.line, problem.column, None, problem.message))
         return None

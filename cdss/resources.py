@@ -50,3 +50,29 @@ def schema_text(name: str) -> str:
 def schema(name: str) -> Any:
     """A bundled schema, parsed. Callers must not mutate it."""
     return json.loads(schema_text(name))
+
+
+MAX_RULE_FILE_BYTES = 1024 * 1024
+"""The largest rule file (pack, manifest, guidance) cdss reads."""
+
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
+"""The largest source document (declared in ruleset.yaml) cdss reads."""
+
+
+def read_rule_file(path: Path, limit: int = MAX_RULE_FILE_BYTES) -> bytes:
+    """At most `limit` + 1 bytes of a regular file (more means: too large); OSError otherwise.
+
+    Bounded so that a huge file costs nothing, and opened without blocking so that a FIFO
+    or device named like a rule file is refused instead of hanging the process.
+    """
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            return stream.read(limit + 1)
+    finally:
+        os.close(fd)

@@ -217,11 +217,9 @@ class Assembler:
             return str(uuid.uuid5(CARD_NAMESPACE, f"{self._info.digest}|{self._params_key}|{outputs.id}|{patient_key}"))
         hasher = hasher.copy()
         hasher.update(patient_bytes)
-        raw = bytearray(hasher.digest()[:16])
-        raw[6] = raw[6] & 0x0F | 0x50  # version 5
-        raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant: the bits uuid.uuid5 sets
-        text = raw.hex()
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+        text = hasher.hexdigest()
+        # the bits uuid.uuid5 sets: version 5 (the 13th hex digit), RFC 4122 variant (top bits of the 17th)
+        return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
 
     def build(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
               trace: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -398,6 +396,9 @@ class Assembler:
 def _by_referral(o: _RuleOutputs) -> tuple[int, int]:
     return TIMEFRAME_ORDER.index(o.card[6][1]), o.card_rank  # type: ignore[index]
 
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+"""A hex digit with its top two bits set to the RFC 4122 variant (10xx), as uuid.uuid5 does."""
 
 _by_priority = operator.attrgetter("priority_rank")
 _by_card = operator.attrgetter("card_rank")

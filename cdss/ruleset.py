@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -17,10 +18,14 @@ from .conditions import evaluate as evaluate_condition, leaves
 from .engine import after_fork_in_child
 from .errors import EngineError, ParameterError, PatientDataError
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
-from .model import Parameter, Rule, RuleSetInfo
+from .model import Conflict, Parameter, Rule, RuleSetInfo
 from .fields import patient_fields
 from .patient import canonical_patient, prepare
 from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical
+
+BATCH_SIZE = 64
+"""Patients per durable-rules session in `evaluate_many`: measured best at 10-100 (benchmarks/run.py);
+at 1,000 the session's pools cross glibc's mmap threshold and every patient takes page faults."""
 
 
 class RuleSet:
@@ -116,6 +121,17 @@ class RuleSet:
         PatientDataError for an invalid document (nothing reaches the engine) and EngineError if
         durable-rules fails.
         """
+        document, fact, unknown, encoded, conflicts = self._prepare(patient)
+        fired = (self._engine or self._durable()).fire_encoded(encoded)
+        if not fired <= self._rule_ids:
+            raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
+        steps = self._trace(fact, fired) if trace else None
+        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
+                                      questions=self._questions.open(fact, fired), conflicts=conflicts)
+
+    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, list[Conflict]]:
+        """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path, plus the
+        declared contradictions that hold, whose fields the rules then read as unknown (issue 17)."""
         try:
             document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
         except PatientDataError:
@@ -130,12 +146,53 @@ class RuleSet:
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
             fact, unknown = read_as_unknown(fact, unknown, conflicts)
             encoded = encode_fact(fact)
-        fired = (self._engine or self._durable()).fire_encoded(encoded)
-        if not fired <= self._rule_ids:
-            raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
-        steps = self._trace(fact, fired) if trace else None
-        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
-                                      questions=self._questions.open(fact, fired), conflicts=conflicts)
+        return document, fact, unknown, encoded, conflicts
+
+    def evaluate_many(self, patients: Iterable[Any], *, trace: bool = False,
+                      chunk: int = BATCH_SIZE) -> Iterator[Assessment | PatientDataError]:
+        """Evaluate many patients; yields, in input order, one item per document: its Assessment,
+        or the PatientDataError that `evaluate()` would raise for it (the run goes on). A document
+        may be anything `evaluate()` takes (a patient document, a FHIR QuestionnaireResponse).
+
+        Each Assessment is the same, byte for byte, as `evaluate(patient)` gives. Up to `chunk`
+        valid documents share one durable-rules session (its creation and release is most of
+        the engine's fixed cost per patient). `patients` is consumed lazily, one chunk at a
+        time, so memory stays bounded. An EngineError is raised, not yielded: it is not about
+        one document. Thread-safe like `evaluate()`; other threads wait at most one chunk.
+        Bad arguments (a single document instead of an iterable, a chunk < 1) raise at once.
+        """
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+        if isinstance(patients, (str, bytes, bytearray, Mapping)):  # one document, iterated by mistake
+            raise TypeError("evaluate_many takes an iterable of patient documents (e.g. a list); "
+                            "for one document use evaluate()")
+        return self._many(iter(patients), trace, chunk)
+
+    def _many(self, iterator: Iterator[Any], trace: bool, chunk: int) -> Iterator[Assessment | PatientDataError]:
+        while True:
+            documents = list(itertools.islice(iterator, chunk))
+            if not documents:
+                return
+            prepared: list[Any] = []
+            for document in documents:
+                try:
+                    prepared.append(self._prepare(document))
+                except PatientDataError as error:
+                    prepared.append(error)
+            valid = [item for item in prepared if not isinstance(item, PatientDataError)]
+            fired_all = iter((self._engine or self._durable()).fire_many([item[3] for item in valid]))
+            assemble = self._assembler.assess
+            for item in prepared:
+                if isinstance(item, PatientDataError):
+                    yield item
+                    continue
+                document, fact, unknown, _, conflicts = item
+                fired = next(fired_all)
+                if not fired <= self._rule_ids:
+                    raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
+                steps = self._trace(fact, fired) if trace else None
+                yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
+                               questions=self._questions.open(fact, fired), conflicts=conflicts)
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []

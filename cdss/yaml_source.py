@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-MAX_BYTES = 1024 * 1024
+from .resources import MAX_RULE_FILE_BYTES as MAX_BYTES
+from .resources import read_rule_file
+
 MAX_DEPTH = 64  # far beyond any sensible rule, far below Python's recursion limit
 ALLOWED_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
@@ -116,12 +118,16 @@ def _index(node: Any, path: tuple[Any, ...], doc: YamlDocument) -> None:
             _index(item, (*path, i), doc)
 
 
-def load_yaml(path: Path) -> YamlDocument:
-    """Parse one YAML file into plain data with locations, or raise YamlProblem."""
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise YamlProblem(f"file is {size:,} bytes; a rule file may be at most {MAX_BYTES:,} bytes: split it into packs", 1, 1)
-    raw = path.read_bytes()
+def load_yaml(path: Path, read: Callable[[Path, int], bytes] | None = None) -> YamlDocument:
+    """Parse one YAML file into plain data with locations, or raise YamlProblem.
+
+    The file is read once, at most MAX_BYTES + 1 of it (`read` may replace the reading,
+    e.g. to hash exactly the bytes that are parsed).
+    """
+    raw = (read or read_rule_file)(path, MAX_BYTES)
+    if len(raw) > MAX_BYTES:
+        raise YamlProblem(f"file is over {MAX_BYTES:,} bytes; a rule file may be at most {MAX_BYTES:,} bytes: "
+                          "split it into packs", 1, 1)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

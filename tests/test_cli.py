@@ -291,6 +291,7 @@ def test_engine_error_is_an_internal_error(tmp_path: Path, monkeypatch: pytest.M
         raise EngineError("durable-rules did not handle the patient fact")
 
     monkeypatch.setattr(RuleSet, "evaluate", fail)
+    monkeypatch.setattr(RuleSet, "evaluate_many", fail)  # what --jsonl batches call
     result = invoke("evaluate", "--jsonl", "-", input=json.dumps(EMERGENCY) + "\n")
     assert result.exit_code == 4
     assert "the rule engine failed on 1 line" in result.stderr
@@ -557,56 +558,63 @@ def test_audit_command_exists() -> None:
 # ---------------------------------------------------------------- the rule-set cache
 
 
+def _counting_loader(monkeypatch: pytest.MonkeyPatch) -> list[Path | None]:
+    """Record every full read of a rule set (a cache hit reads none)."""
+    from cdss import loader
+
+    calls: list[Path | None] = []
+    real_load = loader.load
+    monkeypatch.setattr(loader, "load", lambda path=None, **kw: calls.append(path) or real_load(path, **kw))
+    return calls
+
+
 def test_rule_set_cache_is_reused_and_invalidated_by_any_edit(tmp_path: Path, _private_cache: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from cdss import loader
     from cdss.cli import cache as cli_cache
 
-    calls: list[bool] = []
-    real_load = loader.load
-    monkeypatch.setattr(loader, "load", lambda path=None, **kw: calls.append(kw.get("schema_checked", False)) or real_load(path, **kw))
+    calls = _counting_loader(monkeypatch)
     rules = write_rule_set(tmp_path / "rs", rules_body({"one": "{field: back_pain.present, is: true}"}))
     first = cli_cache.load(rules)
-    slot, _key = cli_cache._key(rules)
-    cached = _private_cache / f"rules-{slot}.json"
+    cached = cli_cache.cache_file(_private_cache, rules)
     assert cached.is_file() and oct(cached.stat().st_mode & 0o777) == "0o600"
-    assert cli_cache.load(rules).info == first.info
-    assert calls == [False, True]  # the second load skipped only the schema pass
+    assert cli_cache.load(rules) == first  # the whole checked rule set, equal field by field
+    assert len(calls) == 1  # the second load read no rule file through the loader
     pack = rules / "pack.yaml"
     pack.write_text(pack.read_text().replace("one fired", "one has fired"), encoding="utf-8")
     edited = cli_cache.load(rules)
-    assert calls[-1] is False  # an edit is a miss: checked in full
+    assert len(calls) == 2  # an edit is a miss: read and checked in full
     assert edited.info.digest != first.info.digest
     assert edited.rules[0].then["card"]["summary"] == "one has fired"
-    assert list(_private_cache.glob(f"rules-{slot}*")) == [cached]  # overwritten, not accumulated
+    assert cached.is_file() and not list(_private_cache.glob(".rules-*"))  # replaced in place, no leftovers
+    # a new YAML file in the directory can become a pack: a miss too
+    (rules / "more.yaml").write_text((rules / "pack.yaml").read_text().replace("test-pack", "more-pack")
+                                     .replace("id: one", "id: two"), encoding="utf-8")
+    assert [r.id for r in cli_cache.load(rules).rules] == ["two", "one"]
+    assert len(calls) == 3
     # an invalid rule set is reported, never recorded as checked
+    (rules / "more.yaml").unlink()
     pack.write_text(pack.read_text().replace("priority: 10", "priority: high"), encoding="utf-8")
-    with pytest.raises(cdss.RuleFileError):
-        cli_cache.load(rules)
-    with pytest.raises(cdss.RuleFileError):
-        cli_cache.load(rules)
-    assert calls[-2:] == [False, False]
+    for _ in range(2):
+        with pytest.raises(cdss.RuleFileError):
+            cli_cache.load(rules)
+    assert len(calls) == 5
 
 
 def test_rule_set_cache_ignores_files_others_could_write(tmp_path: Path, _private_cache: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from cdss import loader
     from cdss.cli import cache as cli_cache
 
     rules = write_rule_set(tmp_path / "rs", rules_body({"one": "{field: back_pain.present, is: true}"}))
     cli_cache.load(rules)
-    slot, key = cli_cache._key(rules)
-    cached = _private_cache / f"rules-{slot}.json"
+    cached = cli_cache.cache_file(_private_cache, rules)
     cached.chmod(0o666)
-    calls: list[bool] = []
-    real_load = loader.load
-    monkeypatch.setattr(loader, "load", lambda path=None, **kw: calls.append(kw.get("schema_checked", False)) or real_load(path, **kw))
+    calls = _counting_loader(monkeypatch)
     cli_cache.load(rules)
-    assert calls == [False]
+    assert len(calls) == 1
     cached.write_text("not json")
     cached.chmod(0o600)
     cli_cache.load(rules)
-    assert calls == [False, False]
+    assert len(calls) == 2
     monkeypatch.setenv("CDSS_NO_CACHE", "1")
     assert cli_cache.cache_dir() is None
 

@@ -135,3 +135,86 @@ def test_closing_a_ruleset_releases_it(basic_rules: cdss.RuleSet) -> None:
     engine = DurableRuleset(compile_rules(basic_rules.rules, dict(basic_rules.parameter_values)), "close")
     engine.close()
     engine.close()  # idempotent
+
+
+# ---------------------------------------------------------------- batches: many facts in one session (issue 15)
+
+
+def _raw_session(rules: cdss.RuleSet) -> tuple[object, object]:
+    import durable_rules_engine
+
+    definition = compile_rules(rules.rules, dict(rules.parameter_values))
+    return durable_rules_engine, durable_rules_engine.create_ruleset("trap-batch", json.dumps(definition))
+
+
+def _fired(engine: object, handle: object, message: str) -> tuple[int, set[str]]:
+    code, state = engine.assert_fact(handle, message)  # type: ignore[attr-defined]
+    fired: set[str] = set()
+    if code != 0:
+        return code, fired
+    result = engine.start_action_for_state(handle, state)  # type: ignore[attr-defined]
+    action = result[1] if result else None
+    while action:
+        fired.update(json.loads(action))
+        action = engine.complete_and_start_action(handle, state)  # type: ignore[attr-defined]
+    return code, fired
+
+
+def test_trap_a_second_fact_with_the_same_id_in_a_session_is_dropped(basic_rules: cdss.RuleSet) -> None:
+    """Trap: in one session, a second fact with an id already present returns code 2 and fires nothing."""
+    engine, handle = _raw_session(basic_rules)
+    try:
+        first = '{"kind": "patient", "id": "same", "sid": "s1", "back_pain__present": "true"}'
+        second = '{"kind": "patient", "id": "same", "sid": "s1", "back_pain__present": "false"}'
+        assert _fired(engine, handle, first)[0] == 0
+        code, fired = _fired(engine, handle, second)
+        assert code == 2 and fired == set()  # a different patient, silently not evaluated
+        engine.delete_state(handle, "s1")  # type: ignore[attr-defined]
+    finally:
+        engine.delete_ruleset(handle)  # type: ignore[attr-defined]
+
+
+def test_trap_facts_without_an_id_merge_when_identical(basic_rules: cdss.RuleSet) -> None:
+    """Trap: a fact without an id gets one derived from its content, so two identical patients in one
+    session are one fact: the second is dropped (code 2). evaluate_many numbers facts by position."""
+    engine, handle = _raw_session(basic_rules)
+    try:
+        fact = '{"kind": "patient", "sid": "s2", "back_pain__present": "true"}'
+        assert _fired(engine, handle, fact)[0] == 0
+        assert _fired(engine, handle, fact)[0] == 2
+        engine.delete_state(handle, "s2")  # type: ignore[attr-defined]
+    finally:
+        engine.delete_ruleset(handle)  # type: ignore[attr-defined]
+
+
+def test_identical_patients_in_one_batch_each_get_their_result(basic_rules: cdss.RuleSet) -> None:
+    """The fix for both traps: five identical documents in one session give five full results."""
+    doc = patient(back_pain={"present": True}, red_flags={"significant_leg_weakness": True})
+    expected = basic_rules.evaluate(doc).to_json()
+    results = list(basic_rules.evaluate_many([doc] * 5, chunk=5))
+    assert [r.to_json() for r in results] == [expected] * 5
+    assert all(r.cards for r in results)
+
+
+def test_more_than_1024_batches_do_not_exhaust_sessions(basic_rules: cdss.RuleSet) -> None:
+    """Trap: the 1,025th live session raises MemoryError. Every batch deletes its one session."""
+    docs = [patient(exercise={"weeks_consistent": weeks % 521}) for weeks in range(3000)]
+    assert sum(1 for _ in basic_rules.evaluate_many(docs, chunk=2)) == 3000
+
+
+def test_a_batch_where_every_patient_fires_the_most_rules_allowed(tmp_path: Path) -> None:
+    """255 rules (the engine limit the loader enforces) all firing for each of 64 patients in one session:
+    actions are drained after each fact, so nothing accumulates (in a child: a crash fails the test)."""
+    rules_dir = write_rule_set(tmp_path, rules_body({f"r{i:03d}": "{field: back_pain.present, is: true}"
+                                                     for i in range(255)}))
+    child = run_child(f"""
+        import cdss
+        rules = cdss.load_rules({str(rules_dir)!r})
+        docs = [{{"back_pain": {{"present": True}}, "exercise": {{"weeks_consistent": i}}}} for i in range(128)]
+        results = list(rules.evaluate_many(docs, chunk=64))
+        assert all(len(r.cards) == 255 for r in results), [len(r.cards) for r in results]
+        assert [r.to_json() for r in results] == [rules.evaluate(d).to_json() for d in docs]
+        print("survived")
+    """)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "survived" in child.stdout

@@ -53,11 +53,16 @@ def _evaluate(rules: RuleSet, documents: Sequence[Any]) -> list[Assessment | Exc
     core fail while assembling the result (a core bug, reported); one such document must
     become an error record, not stop a population run.
 
-    The one seam to the core: when `RuleSet.evaluate_many` exists (issue 15), this becomes
-    that one call.
+    The one seam to the core: one `RuleSet.evaluate_many` call (issue 15: the documents share
+    durable-rules sessions, 64 at a time; the same results). Should a document still make the
+    core fail while assembling, the documents are evaluated one at a time to find it.
     """
     from ..errors import PatientDataError
 
+    try:
+        return list(rules.evaluate_many(documents))
+    except UnicodeEncodeError:
+        pass
     out: list[Assessment | Exception] = []
     for document in documents:
         try:

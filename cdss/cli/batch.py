@@ -124,9 +124,73 @@ class Evaluator:
         return text, assessment.urgency, None
 
     def evaluate_chunk(self, lines: list[Line]) -> list[Output]:
-        """Output lines for a chunk of input lines (blank lines skipped): the one unit of work of a
-        worker process, so evaluating a chunk differently (e.g. `RuleSet.evaluate_many`) is a local change."""
-        return [out for out in (self.line(*item) for item in lines) if out is not None]
+        """Output lines for a chunk of input lines (blank lines skipped), in order: the one unit of
+        work of a worker process. Every parsed document goes through one `RuleSet.evaluate_many`
+        call, so the engine shares a session per chunk of patients; each output equals `line()`'s.
+        If the chunk as a whole fails (an engine error, a bug), its lines are evaluated one by one,
+        so that only the line at fault becomes an error record."""
+        from ..errors import PatientDataError
+
+        slots: list[Output | _Parsed] = []  # per non-blank line: its error Output, or its parsed document
+        for name, number, raw in lines:
+            try:
+                if raw is None:
+                    raise oversized_line()
+                if isinstance(raw, InputProblem):
+                    raise raw
+                if not raw.strip():
+                    continue
+                document = parse_document(raw, single_line=True)
+                try:
+                    slots.append(_Parsed(name, number, raw, document,
+                                         with_fhir_options(document, self.rules, self.allow_in_progress)))
+                except PatientDataError as error:
+                    raise patient_problem(error, document) from None
+            except InputProblem as problem:
+                slots.append((error_record(name, number, problem), None, f"{name}:{number}"))
+            except Exception:  # noqa: BLE001 - the one-line path isolates and reports it
+                slots.append(_Parsed(name, number, raw, None, None, alone=True))
+        try:
+            results = list(self.rules.evaluate_many([s.evaluated for s in slots
+                                                     if isinstance(s, _Parsed) and not s.alone], trace=self.trace))
+        except Exception:  # noqa: BLE001 - find the line at fault, one line at a time
+            return [out for out in (self.line(*item) for item in lines) if out is not None]
+        outputs = iter(results)
+        out: list[Output] = []
+        for slot in slots:
+            if not isinstance(slot, _Parsed):
+                out.append(slot)
+                continue
+            if slot.alone:
+                one = self.line(slot.name, slot.number, slot.raw)
+                if one is not None:
+                    out.append(one)
+                continue
+            result = next(outputs)
+            try:
+                if isinstance(result, PatientDataError):
+                    raise result
+                text = self.render(result)  # --format fhir may refuse a patient_id FHIR cannot carry
+                text.encode("utf-8")  # fails here, for this line, rather than in the writer
+                out.append((text, result.urgency, None))
+            except PatientDataError as error:
+                problem = patient_problem(error, slot.document)
+                out.append((error_record(slot.name, slot.number, problem), None, f"{slot.name}:{slot.number}"))
+            except Exception as error:  # noqa: BLE001 - isolate the line, report it in place
+                out.append((error_record(slot.name, slot.number, not_evaluated(error)), FAILED,
+                            f"{slot.name}:{slot.number}"))
+        return out
+
+
+class _Parsed:
+    """A line parsed into a document, waiting for its result."""
+
+    __slots__ = ("name", "number", "raw", "document", "evaluated", "alone")
+
+    def __init__(self, name: str, number: int, raw: Any, document: Any, evaluated: Any, alone: bool = False) -> None:
+        self.name, self.number, self.raw, self.document = name, number, raw, document
+        self.evaluated = evaluated  # what is evaluated: the document, or the patient a FHIR response converts to
+        self.alone = alone  # preparing it failed unexpectedly: evaluated by `line()`, which reports why
 
 
 def write_all(out: BinaryIO, data: bytes) -> None:
@@ -178,19 +242,33 @@ def _run_chunk(lines: list[Line]) -> Block:
     return Block(_worker.evaluate_chunk(lines))
 
 
-def read_lines(inputs: Iterable[tuple[str, BinaryIO | Exception]]) -> Iterator[Line]:
+def read_lines(inputs: Iterable[tuple[str, BinaryIO | Exception]], live: set[str] | None = None) -> Iterator[Line]:
     """Every line of every input; an input that cannot be opened or read yields one error line
-    (an InputProblem in place of the bytes) and the next input is still read."""
+    (an InputProblem in place of the bytes) and the next input is still read. The names of
+    inputs that are not regular files (pipes, terminals: lines may arrive one at a time) are
+    added to `live` before their first line."""
     for name, stream in inputs:
         if isinstance(stream, Exception):
             yield name, 0, unreadable(stream)  # type: ignore[misc]
             continue
+        if live is not None and not _regular(stream):
+            live.add(name)
         number = 0
         try:
             for number, raw in iter_lines(stream):
                 yield name, number, raw
         except OSError as error:
             yield name, number + 1, unreadable(error)  # type: ignore[misc]
+
+
+def _regular(stream: Any) -> bool:
+    import os
+    import stat
+
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def unreadable(error: Exception) -> InputProblem:
@@ -417,15 +495,28 @@ def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Ge
         pool.kill()
 
 
-def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str,
-               stop: Stop | None = None, allow_in_progress: bool = False) -> Generator[Block, None, None]:
+def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str, stop: Stop | None = None,
+               allow_in_progress: bool = False, live: set[str] | None = None) -> Generator[Block, None, None]:
+    """In this process, `BATCH_SIZE` lines of a file at a time (one engine session per chunk);
+    lines of the inputs named in `live` (pipes, terminals) one at a time."""
+    from ..ruleset import BATCH_SIZE
+
     evaluator = Evaluator(rules, trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
+    chunk: list[Line] = []
     for item in lines:
         if stop is not None and stop.signal is not None:
             return
-        out = evaluator.line(*item)
-        if out is not None:
-            yield Block([out])
+        chunk.append(item)
+        # a line from a pipe or terminal is answered at once: the next one may be minutes away
+        if len(chunk) >= BATCH_SIZE or (live is not None and item[0] in live):
+            outputs = evaluator.evaluate_chunk(chunk)
+            chunk = []
+            if outputs:
+                yield Block(outputs)
+    if chunk and not (stop is not None and stop.signal is not None):
+        outputs = evaluator.evaluate_chunk(chunk)
+        if outputs:
+            yield Block(outputs)
 
 
 class Progress:
@@ -454,6 +545,9 @@ class Progress:
 def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
         fmt: str, err: IO[str] | None = None, allow_in_progress: bool = False) -> int:
     """Stream every input; write the summary to `err`; return the exit code (1 if any line was bad)."""
+    from ..engine import tune_allocator
+
+    tune_allocator()  # a batch is our own process's work: make every evaluation the fast kind (see there)
     err = err or sys.stderr
     with Stop() as stop:
         code = _run(inputs, rules, out=out, workers=workers, trace=trace, fmt=fmt, err=err, stop=stop,
@@ -467,10 +561,11 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
 
 def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
          fmt: str, err: IO[str], stop: Stop, allow_in_progress: bool = False) -> int:
-    lines = read_lines(inputs)
+    live: set[str] = set()
+    lines = read_lines(inputs, live)
     blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
               if workers > 1 else sequential(lines, rules, trace=trace, fmt=fmt, stop=stop,
-                                             allow_in_progress=allow_in_progress))
+                                             allow_in_progress=allow_in_progress, live=live))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = failed = 0
     first_errors: list[str] = []

@@ -185,9 +185,6 @@ def load_rule_set(path: Path | None, overrides: dict[str, str] | None = None) ->
     from ..errors import ParameterError, RuleFileError
     from ..ruleset import RuleSet
 
-    from ..engine import tune_allocator
-
-    tune_allocator()  # our own process: make every evaluation the fast kind (see the docstring)
     try:
         rules = RuleSet(cli_cache.load(path))
     except RuleFileError as error:
