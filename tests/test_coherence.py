@@ -213,3 +213,25 @@ def test_a_referral_says_when_in_plain_words() -> None:
     card = next(c for c in RULES.evaluate(doc).cards if "referral" in c)
     assert card["referral"]["within"] == "within 2 weeks" and "within 2 weeks" in " ".join(card["detail"].split())
     assert "within 3 weeks" in _text(doc, "--param", "professional_evaluation_within_weeks=3")
+
+
+def test_evaluate_many_gives_the_same_questions_conflicts_and_relations_as_evaluate() -> None:
+    docs = [{}, {"red_flags": NEG}, {"back_pain": {"present": False, "trend": "worsening"}, "red_flags": NEG},
+            {"back_pain": {"present": True, "trend": "worsening"}, "exercise": {"weeks_consistent": 8},
+             "red_flags": dict(NEG, numbness_or_tingling_radiating_down_leg=True, significant_leg_weakness=True)}]
+    many = list(RULES.evaluate_many(docs))
+    assert [a.to_json() for a in many] == [RULES.evaluate(d).to_json() for d in docs]
+    assert many[2].conflicts and many[1].questions
+
+
+def test_the_rule_set_snapshot_keeps_relations_questions_conflicts_and_scope() -> None:
+    """The CLI caches the loaded rule set as data: a cached copy must not lose a relation."""
+    from cdss import snapshot
+
+    loaded = RULES.loaded
+    text = snapshot.dump(loaded)
+    assert text is not None
+    back = snapshot.load(text, loaded.root)
+    assert back == loaded
+    assert back.conflicts == loaded.conflicts and back.scope == loaded.scope
+    assert {r.id: (r.supersedes, r.questions) for r in back.rules} == {r.id: (r.supersedes, r.questions) for r in loaded.rules}
