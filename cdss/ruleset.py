@@ -14,12 +14,13 @@ from typing import Any
 
 from . import __version__
 from .coherence import QuestionFinder, encode_fact, find_conflicts, read_as_unknown, review_status
-from .conditions import evaluate as evaluate_condition, leaves
+from .conditions import evaluate as evaluate_condition
+from .conditions import leaves
 from .engine import after_fork_in_child
 from .errors import EngineError, ParameterError, PatientDataError
+from .fields import patient_fields
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Conflict, Parameter, Rule, RuleSetInfo
-from .fields import patient_fields
 from .patient import canonical_patient, prepare
 from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical
 
@@ -272,6 +273,7 @@ def _new_locks_after_fork() -> None:
     for ruleset in list(_live):
         ruleset._engine_lock = threading.Lock()
     import cdss
+
     from . import patient
 
     patient._lock = threading.Lock()

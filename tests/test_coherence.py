@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 import cdss
 from cdss.cli.commands import cli
-from cdss.resources import schema
 from cdss.loader import collect
+from cdss.resources import schema
 from tests.helpers import ALL_NO, rules_body, write_rule_set
 from tests.test_loader_errors import line_of, load_error
 
