@@ -18,7 +18,21 @@ from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, outcomes
 from .errors import Problem, RuleFileError
 from .evidence import SourceDocument, quote_problem, section_problem, source_for
 from .fields import Field, patient_fields
-from .model import GATED_CATEGORIES, PLACEHOLDER, GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
+from .model import (
+    GATED_CATEGORIES,
+    NO_SCOPE,
+    PLACEHOLDER,
+    Conflict,
+    GuidanceItem,
+    Origin,
+    Pack,
+    Parameter,
+    Question,
+    Rationale,
+    Rule,
+    RuleSetInfo,
+    Scope,
+)
 from .resources import MAX_SOURCE_BYTES, read_rule_file, rules_dir, schema
 
 if TYPE_CHECKING:  # imported when a file is read: a cached rule set needs no YAML (cold start)
@@ -47,6 +61,8 @@ class LoadedRules:
     warnings: tuple[Problem, ...] = ()
     sources: tuple[SourceDocument, ...] = ()  # declared in ruleset.yaml; empty: quotes not verified
     inventory: Path | None = None  # the guidance inventory file, when declared
+    conflicts: tuple[Conflict, ...] = ()  # ruleset.yaml `conflicts:` (issue 17)
+    scope: Scope = NO_SCOPE  # ruleset.yaml `scope:` (issue 17)
 
 
 @dataclass
@@ -379,6 +395,7 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
                 out.add(doc, (*where, "default"), None, f"defaults break a constraint: {problem}")
 
     rules: list[Rule] = []
+    rule_docs: dict[str, tuple[YamlDocument, tuple[Any, ...]]] = {}
     seen: dict[str, str] = {}
     used_params: set[str] = set()
     defaults = {name: p.default for name, p in parameters.items()}
@@ -401,6 +418,8 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
                     out.add(doc, (*base, "rationale", j, "guidance"), rule_id, f"guidance id '{gid}' is not in the catalogue{nearest(gid, guidance)}")
             _check_outputs(doc, base, raw, rule_id, parameters, refs, out)
             _check_safety_shape(doc, base, raw, rule_id, out)
+            _check_plain_words(doc, base, raw, rule_id, out)
+            supersedes, questions = _rule_relations(doc, base, raw, rule_id, condition, parameters, refs, out)
             used_params |= refs
             status = raw.get("status", "active")
             if status == "draft":
@@ -420,7 +439,10 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
                 section=raw["source"]["section"], quote=raw["source"]["quote"],
                 rationale=tuple(Rationale(r["guidance"], r["text"]) for r in raw.get("rationale", [])),
                 when=condition, when_data=raw["when"], then=raw["then"], pack=meta["id"],
-                where=Origin(_display(doc.path), line[0] if line else None)))
+                where=Origin(_display(doc.path), line[0] if line else None), supersedes=supersedes, questions=questions))
+            rule_docs[rule_id] = (doc, base)
+    _check_supersedes(rules, rule_docs, set(seen), out)
+    conflicts, scope = _rule_set_coherence(manifest, parameters, used_params, out)
     for name in parameters:
         if name not in used_params:
             doc, where = param_docs[name]
@@ -444,7 +466,7 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
     digest = hashlib.sha256(canonical_json(canonical).encode()).hexdigest()
     source_title = packs[0].metadata["source"]["title"]
     info = RuleSetInfo(rs_id, rs_title, rs_version, f"sha256:{digest}", source_title)
-    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance)
+    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance, conflicts=conflicts, scope=scope)
 
 
 def _check_parameter(doc: YamlDocument, where: tuple[Any, ...], name: str, spec: dict[str, Any],
@@ -652,6 +674,156 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
                 bounds[end] = value
             if len(bounds) == 2 and bounds["min"] > bounds["max"]:
                 out.add(doc, (*base, "then", "exercise", rng), rule_id, f"{rng}: min {bounds['min']} is above max {bounds['max']}")
+
+
+# ---------------------------------------------------------------- clinical coherence (issue 17)
+
+PLAIN_WORDS_BANNED = ("source says", "this rule", "fires", "policy")
+"""Internal words that must not reach a person or clinician: the why lives in `source`, the rulebook and --explain."""
+
+
+def _check_plain_words(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
+                       out: _Collector) -> None:
+    """Card, plan, referral and finding texts speak to people: no "source says", "this rule", "fires", "policy".
+
+    A warning (`cdss validate --strict` fails on it); tests/test_safety_properties.py holds the bundled rules to it."""
+    then = raw["then"]
+    for section, keys in (("card", ("summary", "detail")), ("plan", ("note",)), ("referral", ("reason", "within")),
+                          ("finding", ("text",))):
+        for key in keys:
+            text = then.get(section, {}).get(key)
+            if not isinstance(text, str):
+                continue
+            lowered = text.lower()
+            for word in PLAIN_WORDS_BANNED:
+                if word in lowered:
+                    out.add(doc, (*base, "then", section, key), rule_id,
+                            f"{section}.{key} contains '{word}': texts shown to people speak plainly; put the why "
+                            "(source, policy, how a rule decides) in `source`, `rationale` or the file's comments",
+                            "warning")  # a warning so rule sets written before issue 17 still load (cdss diff)
+
+
+def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any], rule_id: str,
+                    condition: Condition | None, parameters: dict[str, Parameter], refs: set[str],
+                    out: _Collector) -> tuple[tuple[str, ...], tuple[Question, ...]]:
+    """`supersedes` and `questions` of one rule; a question must name a field the rule's condition reads."""
+    supersedes = tuple(raw.get("supersedes", ()))
+    for j, other in enumerate(supersedes):
+        if other == rule_id:
+            out.add(doc, (*base, "supersedes", j), rule_id, "a rule cannot supersede itself")
+    if len(set(supersedes)) != len(supersedes):
+        out.add(doc, (*base, "supersedes"), rule_id, "supersedes lists a rule twice")
+    referral = raw["then"].get("referral") or {}
+    if referral.get("timeframe") == "soon" and "within" not in referral:
+        out.add(doc, (*base, "then", "referral", "timeframe"), rule_id,
+                "timeframe soon says nothing concrete: add `within` (e.g. \"within {{ params.NAME }} weeks\")", "warning")
+    questions = []
+    read = {leaf.field.path for leaf in _leaves(condition)} if condition is not None else set()
+    fields = patient_fields()
+    for j, item in enumerate(raw.get("questions", ())):
+        name = item["field"]
+        if name not in fields:
+            out.add(doc, (*base, "questions", j, "field"), rule_id, f"'{name}' is not a patient field{nearest(name, fields)}")
+        elif condition is not None and name not in read:
+            out.add(doc, (*base, "questions", j, "field"), rule_id,
+                    f"question on '{name}', which this rule's condition does not read (it reads: {', '.join(sorted(read))}); "
+                    "an answer to it could never make the rule fire")
+        for match in TEMPLATE_ANY.finditer(item["reason"]):
+            m = PLACEHOLDER.fullmatch(match.group(0))
+            if not m or m.group(1) not in parameters:
+                out.add(doc, (*base, "questions", j, "reason"), rule_id,
+                        f"'{match.group(0)}' is not a placeholder of a declared parameter; write {{{{ params.NAME }}}}")
+            else:
+                refs.add(m.group(1))
+        questions.append(Question(name, item["reason"]))
+    if len({q.field for q in questions}) != len(questions):
+        out.add(doc, (*base, "questions"), rule_id, "questions names a field twice")
+    return supersedes, tuple(questions)
+
+
+def _leaves(condition: Condition) -> list[Leaf]:
+    from .conditions import leaves
+
+    return leaves(condition)
+
+
+def _check_supersedes(rules: list[Rule], rule_docs: dict[str, tuple[YamlDocument, tuple[Any, ...]]],
+                      declared: set[str], out: _Collector) -> None:
+    """Every superseded id names an active rule, and no chain of `supersedes` comes back to where it started."""
+    active = {rule.id: rule for rule in rules}
+    for rule in rules:
+        doc, base = rule_docs[rule.id]
+        for j, other in enumerate(rule.supersedes):
+            if other == rule.id:
+                continue
+            if other in declared and other not in active:  # retiring a rule must not break the rules that outrank it
+                out.add(doc, (*base, "supersedes", j), rule.id, f"supersedes '{other}', which is retired: no effect",
+                        "warning")
+            elif other not in active:
+                out.add(doc, (*base, "supersedes", j), rule.id,
+                        f"supersedes '{other}', which is not a rule of this rule set{nearest(other, active)}")
+    # cycles: depth-first search over the active relation, each cycle reported once at its first rule
+    state: dict[str, int] = {}
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in active[node].supersedes:
+            if nxt not in active or nxt == node:
+                continue
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    doc, base = rule_docs[nxt]
+                    out.add(doc, (*base, "supersedes"), nxt,
+                            f"supersedes forms a cycle: {' -> '.join(cycle)}; a rule can only give way to a heavier one")
+            elif nxt not in state:
+                visit(nxt, path)
+        path.pop()
+        state[node] = 2
+
+    for rule in rules:
+        if rule.id not in state:
+            visit(rule.id, [])
+
+
+def _rule_set_coherence(manifest: YamlDocument | None, parameters: dict[str, Parameter], refs: set[str],
+                        out: _Collector) -> tuple[tuple[Conflict, ...], Scope]:
+    """The manifest's `conflicts:` (contradictory answers, read as unknown) and `scope:` (what is not covered)."""
+    if manifest is None:
+        return (), NO_SCOPE
+    data = manifest.data
+    scope = NO_SCOPE
+    if "scope" in data:
+        scope = Scope(data["scope"]["statement"].strip(), tuple(item.strip() for item in data["scope"]["not_covered"]))
+    conflicts: list[Conflict] = []
+    ids: set[str] = set()
+    for i, item in enumerate(data.get("conflicts") or ()):
+        where = ("conflicts", i)
+        if item["id"] in ids:
+            out.add(manifest, (*where, "id"), None, f"conflict id '{item['id']}' appears twice")
+        ids.add(item["id"])
+        condition = _parse_condition(manifest, (*where, "when"), item["when"], item["id"], parameters, refs, out)
+        fields = patient_fields()
+        for j, name in enumerate(item["fields"]):
+            if name not in fields:
+                out.add(manifest, (*where, "fields", j), item["id"], f"'{name}' is not a patient field{nearest(name, fields)}")
+            elif name.startswith("red_flags."):
+                out.add(manifest, (*where, "fields", j), item["id"],
+                        "a red-flag answer is never discarded as contradictory: a yes must always reach the emergency rules")
+        if condition is not None:
+            read = {leaf.field.path for leaf in _leaves(condition)}
+            stray = [name for name in item["fields"] if name not in read]
+            if stray:
+                out.add(manifest, (*where, "fields"), item["id"],
+                        f"conflict fields {stray} are not read by its `when`; list the contradicting answers it tests")
+            line = manifest.locate(where)
+            conflicts.append(Conflict(item["id"], tuple(item["fields"]), item["message"].strip(), condition, item["when"],
+                                      Origin(_display(manifest.path), line[0] if line else None)))
+    return tuple(conflicts), scope
 
 
 # ---------------------------------------------------------------- reliability checks (issue 16)

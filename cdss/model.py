@@ -64,6 +64,37 @@ class Rationale:
 
 
 @dataclass(frozen=True)
+class Question:
+    """A field a rule declares it needs: when unknown and some answer would make the rule fire, it is asked."""
+
+    field: str  # dotted patient path
+    reason: str  # why the answer matters, in plain words for the person or clinician
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A rule-set-level contradiction between answers: when `when` holds, `fields` are read as unknown."""
+
+    id: str
+    fields: tuple[str, ...]
+    message: str
+    when: Condition
+    when_data: Any
+    where: Origin
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the screen covers and, above all, what it does not: stated in every result."""
+
+    statement: str
+    not_covered: tuple[str, ...]
+
+
+NO_SCOPE = Scope("This rule set declares no scope statement: do not read its result as a full assessment.", ())
+
+
+@dataclass(frozen=True)
 class Rule:
     """One rule: metadata, provenance, condition and outputs (outputs stay as plain data)."""
 
@@ -83,6 +114,9 @@ class Rule:
     then: dict[str, Any]
     pack: str
     where: Origin
+    # clinical coherence (issue 17): how this rule relates to others, and what to ask when it cannot tell
+    supersedes: tuple[str, ...] = ()  # rule ids whose cards, referrals and plan outputs give way when this one fires
+    questions: tuple[Question, ...] = ()  # fields whose unknown answer could make this rule fire
 
     @property
     def parameters(self) -> tuple[str, ...]:

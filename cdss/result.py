@@ -12,7 +12,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from .fields import patient_fields
-from .model import INDICATOR_ORDER, PLACEHOLDER, URGENCY_ORDER, Rule, RuleSetInfo, resolve_bound
+from .model import (
+    INDICATOR_ORDER,
+    NO_SCOPE,
+    PLACEHOLDER,
+    URGENCY_ORDER,
+    Conflict,
+    Question,
+    Rule,
+    RuleSetInfo,
+    Scope,
+    resolve_bound,
+)
 
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 EXTENSION_KEY = "invalid.cdss"
@@ -38,9 +49,19 @@ see-professional (the bundled rules ask for exactly this; a broken rule set cann
 
 PLAN_STATUS = {"negative": "recommended", "positive": "withheld", "incomplete": "pending-screening"}
 PLAN_NOTE = {
-    "positive": "Exercise advice is withheld: a red flag is present. Seek immediate medical attention first.",
-    "incomplete": "Exercise advice is pending: the red-flag questions listed under missing must be answered first.",
+    "withheld": "Exercise advice is withheld: a red flag is present. Seek immediate medical attention first.",
+    "pending-screening": "Exercise advice is pending: answer the red-flag questions first (see the questions listed).",
+    "pending-answers": "No exercise plan yet: answer the questions listed first (back pain now, exercise stage or "
+                       "weeks of consistent exercise); the plan depends on them.",
+    "not-indicated": "No exercise plan: no back pain is reported and no glute programme is under way.",
 }
+"""Why a plan is not recommended, by plan status (issue 17: a plan says what to do, or why not)."""
+
+QUESTION_FLOOR = URGENCY_ORDER.index("self-care")
+"""While a question that could raise urgency is open, urgency is never `none` (unknown is not "no")."""
+
+TIMEFRAME_ORDER = ("immediately", "soon", "routine")
+"""Most urgent first: of two referrals to one destination, the earlier timeframe is kept."""
 
 
 def render(text: str, params: Mapping[str, Any]) -> str:
@@ -76,13 +97,14 @@ class _RuleOutputs:
     """The patient-independent outputs of one rule, rendered once under the parameters in force,
     as data (copied into each result) and as JSON text (spliced into `Assessment.to_json`)."""
 
-    __slots__ = ("id", "card_rank", "priority_rank", "urgency", "gated", "finding", "finding_json", "has_phase",
+    __slots__ = ("supersedes", "id", "card_rank", "priority_rank", "urgency", "gated", "finding", "finding_json", "has_phase",
                  "phase", "exercise", "exercise_json", "note", "note_json", "card", "card_json", "hasher")
 
     def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str,
                  uuid_prefix: Any) -> None:
         then = rule.then
         self.id = rule.id
+        self.supersedes = rule.supersedes
         self.card_rank = card_rank
         self.priority_rank = priority_rank
         self.urgency = URGENCY_ORDER.index(rule.urgency)
@@ -113,7 +135,8 @@ class _RuleOutputs:
             referral = then.get("referral")
             self.card = (rule.indicator, render(card["summary"], params), render(card["detail"], params),
                          source_title, rule.section, rule.quote,
-                         (tuple(referral["to"]), referral.get("timeframe", "routine"), render(referral["reason"], params))
+                         (tuple(referral["to"]), referral.get("timeframe", "routine"), render(referral["reason"], params),
+                          render(referral["within"], params) if "within" in referral else None)
                          if referral else None)
             if uuid_prefix is not None:
                 try:
@@ -138,6 +161,8 @@ class _RuleOutputs:
                                 "detail": detail, "source": {"label": label, "section": section, "quote": quote}}
         if referral is not None:
             card["referral"] = {"to": list(referral[0]), "timeframe": referral[1], "reason": referral[2]}
+            if referral[3] is not None:
+                card["referral"]["within"] = referral[3]
         return card
 
 
@@ -152,7 +177,8 @@ class Assembler:
 
     def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
                  params: Mapping[str, Any], params_key: str,
-                 patient_key: Callable[[Mapping[str, Any]], str] = canonical) -> None:
+                 patient_key: Callable[[Mapping[str, Any]], str] = canonical, scope: Scope = NO_SCOPE,
+                 review: Mapping[str, Any] | None = None) -> None:
         self._info = info
         self._patient_key = patient_key  # must equal canonical(patient); patient.canonical_patient is faster
         self._version = version
@@ -172,6 +198,10 @@ class Assembler:
         self._json_head = _COMPACT.encode({"cdss_version": version, "rule_set": {
             "id": info.id, "version": info.version, "digest": info.digest}})[:-1]
         self._json_parameters = _COMPACT.encode(dict(self._parameters))
+        self._scope = {"statement": scope.statement, "not_covered": list(scope.not_covered)}
+        self._review = dict(review) if review is not None else {"status": "pending", "pending_packs": []}
+        self._json_scope = _COMPACT.encode(self._scope)
+        self._json_review = _COMPACT.encode(self._review)
         self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
@@ -197,49 +227,89 @@ class Assembler:
         return self.assess(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace)._data
 
     def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
-               trace: list[dict[str, Any]] | None) -> Assessment:
-        """`build`, as an Assessment whose `to_json()` splices the prepared JSON texts."""
+               trace: list[dict[str, Any]] | None, questions: Sequence[tuple[Question, Rule]] = (),
+               conflicts: Sequence[Conflict] = ()) -> Assessment:
+        """`build`, as an Assessment whose `to_json()` splices the prepared JSON texts.
+
+        Coherence (issue 17): a fired rule that another fired rule `supersedes` gives way (its
+        card, referral and plan outputs are not shown; its finding stays); among the shown cards
+        at most one referral reaches each destination (the most urgent timeframe, then card
+        order, keeps it); open questions are ranked and may lift urgency from none to self-care.
+        """
         screening = screening_verdict([fact[key] for key in self._red_flag_keys])
-        status = PLAN_STATUS[screening]
-        recommended = status == "recommended"
+        negative = screening == "negative"
         known = self._outputs
         outputs = [known.get(rule_id) or self._prepare(rule_id) for rule_id in fired]
         outputs.sort(key=_by_priority)
         findings = [dict(o.finding) for o in outputs if o.finding is not None]
 
+        suppressed: dict[str, str] = {}
+        for o in outputs:  # priority order: the heaviest rule claims first
+            if o.id in suppressed:
+                continue
+            for other in o.supersedes:
+                if other in fired and other not in suppressed:
+                    suppressed[other] = o.id
+        active = [o for o in outputs if o.id not in suppressed] if suppressed else outputs
+
         exercises: list[dict[str, Any]] = []
         notes: list[str] = []
         phase = None
-        if recommended:
-            for o in outputs:
+        if negative:
+            for o in active:
                 if o.has_phase:
                     phase = o.phase
                     break
-            for o in outputs:
+            for o in active:
                 if o.exercise is not None:
                     exercises.append(o.new_exercise())
                 if o.note is not None:
                     notes.append(o.note)
-        else:
-            notes.append(PLAN_NOTE[screening])
-
-        cards = []
-        patient_key = None
-        patient_bytes: bytes | None = None
         urgency = URGENCY_FLOOR[screening]
-        outputs.sort(key=_by_card)
         for o in outputs:
             if o.urgency > urgency:
                 urgency = o.urgency
-            if o.card is None or not (recommended or not o.gated):
-                continue
+        asked = self._questions(questions, urgency)
+        if any(q["could_change"] == "urgency" for q in asked) and urgency < QUESTION_FLOOR:
+            urgency = QUESTION_FLOOR
+        if negative and (exercises or notes):
+            status = "recommended"
+        elif negative:
+            status = "pending-answers" if any(rule.gated_by_screening for _, rule in questions) else "not-indicated"
+            phase = None
+        else:
+            status = PLAN_STATUS[screening]
+        if status != "recommended":
+            exercises, notes = [], [PLAN_NOTE[status]]
+
+        shown = [o for o in active if o.card is not None and (negative or not o.gated)]
+        shown.sort(key=_by_card)
+        merged: dict[str, str] = {}
+        claimed: set[str] = set()
+        claimed_by: dict[str, str] = {}
+        for o in sorted((o for o in shown if o.card[6] is not None), key=_by_referral):  # type: ignore[index]
+            destinations = set(o.card[6][0])  # type: ignore[index]
+            owner = next((d for d in destinations if d in claimed), None)
+            if owner is not None:
+                merged[o.id] = claimed_by[owner]
+            else:
+                for d in destinations:
+                    claimed.add(d)
+                    claimed_by[d] = o.id
+        cards = []
+        patient_key = None
+        patient_bytes: bytes | None = None
+        for o in shown:
             if patient_key is None:
                 patient_key = self._patient_key(patient)
                 try:
                     patient_bytes = patient_key.encode()
                 except UnicodeEncodeError:  # a lone surrogate: let uuid.uuid5 fail exactly as it does
                     patient_bytes = None
-            cards.append(o.new_card(self._card_uuid(o, patient_key, patient_bytes)))
+            card = o.new_card(self._card_uuid(o, patient_key, patient_bytes))
+            if o.id in merged:
+                del card["referral"]
+            cards.append(card)
 
         info = self._info
         result: dict[str, Any] = {
@@ -255,11 +325,37 @@ class Assembler:
         result["plan"] = {"status": status, "phase": phase, "exercises": exercises, "notes": notes}
         result["cards"] = cards
         result["missing"] = [path for path in unknown if path in needed]
+        result["questions"] = asked
+        result["conflicts"] = [{"fields": list(c.fields), "message": c.message} for c in conflicts]
+        result["review"] = copy.deepcopy(self._review)
+        result["scope"] = copy.deepcopy(self._scope)
         result["parameters"] = dict(self._parameters)
         if trace is not None:
+            for step in trace:
+                if step["rule"] in suppressed:
+                    step["suppressed_by"] = suppressed[step["rule"]]
+                if step["rule"] in merged:
+                    step["referral_merged_into"] = merged[step["rule"]]
             result["trace"] = trace
             return Assessment(result)
-        return Assessment(result, functools.partial(self._to_json, result, outputs))
+        return Assessment(result, functools.partial(self._to_json, result, active, shown, merged))
+
+    def _questions(self, questions: Sequence[tuple[Question, Rule]], urgency: int) -> list[dict[str, Any]]:
+        """Open questions, most important first: could raise urgency, then the heavier rule, then priority; one per field."""
+        ranked = []
+        for i, (question, rule) in enumerate(questions):
+            lifts = URGENCY_ORDER.index(rule.urgency) > urgency
+            ranked.append(((not lifts, -URGENCY_ORDER.index(rule.urgency), -rule.priority, i), question, lifts))
+        ranked.sort(key=operator.itemgetter(0))
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _, question, lifts in ranked:
+            if question.field in seen:
+                continue
+            seen.add(question.field)
+            out.append({"field": question.field, "reason": render(question.reason, self._params),
+                        "could_change": "urgency" if lifts else "plan"})
+        return out
 
     def _text(self, value: Any) -> str:
         text = self._json_text.get(value)
@@ -267,29 +363,38 @@ class Assembler:
             text = self._json_text[value] = _COMPACT.encode(value)
         return text
 
-    def _to_json(self, result: dict[str, Any], outputs: list[_RuleOutputs]) -> str:
+    def _to_json(self, result: dict[str, Any], active: list[_RuleOutputs], shown: list[_RuleOutputs],
+                 merged: dict[str, str]) -> str:
         """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` for a result `assess` built from
-        these rule outputs (in card order), spliced from their prepared JSON texts."""
+        these rule outputs, spliced from their prepared JSON texts."""
         text = self._text
         plan = result["plan"]
         recommended = plan["status"] == "recommended"
-        by_priority = sorted(outputs, key=_by_priority)
-        shown = [o for o in outputs if o.card is not None and (recommended or not o.gated)]
+        by_priority = sorted(active, key=_by_priority)
         parts = [self._json_head]
         if "patient_id" in result:
             parts.append(',"patient_id":' + _COMPACT.encode(result["patient_id"]))
+        cards = [_COMPACT.encode(card) if o.id in merged else f'{{"uuid":"{card["uuid"]}"{o.card_json}'
+                 for o, card in zip(shown, result["cards"])]
         parts += [
             ',"urgency":', text(result["urgency"]), ',"red_flag_screening":', text(result["red_flag_screening"]),
-            ',"findings":[', ",".join([o.finding_json for o in by_priority if o.finding_json is not None]),
-            '],"plan":{"status":', text(plan["status"]), ',"phase":', text(plan["phase"]), ',"exercises":[',
+            ',"findings":', _COMPACT.encode(result["findings"]),
+            ',"plan":{"status":', text(plan["status"]), ',"phase":', text(plan["phase"]), ',"exercises":[',
             ",".join([o.exercise_json for o in by_priority if o.exercise_json is not None]) if recommended else "",
             '],"notes":[',
             ",".join([o.note_json for o in by_priority if o.note_json is not None]) if recommended else text(plan["notes"][0]),
-            ']},"cards":[', ",".join([f'{{"uuid":"{card["uuid"]}"{o.card_json}' for o, card in zip(shown, result["cards"])]),
+            ']},"cards":[', ",".join(cards),
             '],"missing":[', ",".join([text(path) for path in result["missing"]]),
-            '],"parameters":', self._json_parameters, "}",
+            '],"questions":', _COMPACT.encode(result["questions"]),
+            ',"conflicts":', _COMPACT.encode(result["conflicts"]),
+            ',"review":', self._json_review, ',"scope":', self._json_scope,
+            ',"parameters":', self._json_parameters, "}",
         ]
         return "".join(parts)
+
+
+def _by_referral(o: _RuleOutputs) -> tuple[int, int]:
+    return TIMEFRAME_ORDER.index(o.card[6][1]), o.card_rank  # type: ignore[index]
 
 
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
@@ -353,14 +458,20 @@ class Assessment:
         return json.dumps(self._data, ensure_ascii=False, indent=indent)
 
     def to_cds_hooks(self) -> dict[str, Any]:
-        """A strict CDS Hooks response: `{"cards": [...]}`; cdss data under a reverse-domain extension."""
+        """A strict CDS Hooks response: `{"cards": [...]}`; cdss data under a reverse-domain extension.
+
+        The rule cards come first (critical first), then the result-level cards a host that shows
+        only cards must still see (issue 17): contradictory answers, open questions, a rule set
+        not yet signed off, and what this screen does not cover.
+        """
+        data = self._data
         cards = []
         for card in self._data["cards"]:
             topic = {"system": TOPIC_SYSTEM, "code": card["rule"], "display": card["source"]["section"]}
             source = {"label": card["source"]["label"], "topic": topic}
             extension: dict[str, Any] = {"rule": card["rule"], "quote": card["source"]["quote"],
-                                         "rule_set": self._data["rule_set"], "urgency": self._data["urgency"],
-                                         "red_flag_screening": self._data["red_flag_screening"]}
+                                         "rule_set": data["rule_set"], "urgency": data["urgency"],
+                                         "red_flag_screening": data["red_flag_screening"]}
             if "referral" in card:
                 extension["referral"] = card["referral"]
             hooks_card = {"uuid": card["uuid"], "summary": card["summary"], "detail": card["detail"],
@@ -372,7 +483,55 @@ class Assessment:
             if not topic["display"]:
                 del topic["display"]
             cards.append(hooks_card)
+        cards.extend(self._coherence_cards())
         return {"cards": cards}
+
+    def _coherence_cards(self) -> list[dict[str, Any]]:
+        data = self._data
+        label = "cdss rule set " + data["rule_set"]["id"] + " " + data["rule_set"]["version"]
+        seed = canonical({k: data.get(k) for k in ("rule_set", "patient_id", "questions", "conflicts", "review", "scope")})
+        out: list[dict[str, Any]] = []
+
+        def add(kind: str, indicator: str, summary: str, detail: str, payload: Any) -> None:
+            out.append({"uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{kind}|{seed}")), "summary": summary, "detail": detail,
+                        "indicator": indicator, "source": {"label": label, "topic": {"system": TOPIC_SYSTEM, "code": kind, "display": kind}},
+                        "extension": {EXTENSION_KEY: {kind: payload, "kind": kind, "rule_set": data["rule_set"],
+                                                      "urgency": data["urgency"],
+                                                      "red_flag_screening": data["red_flag_screening"]}}})
+
+        conflicts = data.get("conflicts", [])
+        if conflicts:
+            add("conflicts", "warning", "Some answers contradict each other: check them; they were not used",
+                "\n".join(f"- {c['message']}" for c in conflicts), conflicts)
+        questions = data.get("questions", [])
+        if questions:
+            lifts = [q for q in questions if q["could_change"] == "urgency"]
+            summary = (f"Answer {len(questions)} more question{'s' if len(questions) > 1 else ''}: "
+                       + ("the advice could become more urgent" if lifts else "the exercise plan depends on them"))
+            add("questions", "warning" if lifts else "info", summary,
+                "\n".join(f"- **{q['field']}**: {q['reason']}" for q in questions), questions)
+        review = data.get("review")
+        if review and review.get("status") != "signed-off":
+            pending = ", ".join(review.get("pending_packs", [])) or "unknown"
+            add("review", "warning", "Not yet clinically reviewed: use this advice with professional judgement",
+                f"These rule packs await clinical sign-off: {pending}.", review)
+        scope = data.get("scope")
+        if scope:
+            detail = scope["statement"]
+            if scope.get("not_covered"):
+                detail += "\n\nNot covered here:\n" + "\n".join(f"- {item}" for item in scope["not_covered"])
+            add("scope", "info", "What this screen does not check: other serious causes of back pain", detail, scope)
+        return out
+
+    @property
+    def questions(self) -> list[dict[str, Any]]:
+        """Open questions that could raise the urgency or change the plan, most important first."""
+        return copy.deepcopy(self._data.get("questions", []))
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Contradictory answers found (read as unknown by the rules)."""
+        return copy.deepcopy(self._data.get("conflicts", []))
 
     def __repr__(self) -> str:
         return f"<Assessment urgency={self.urgency} screening={self.red_flag_screening} cards={len(self._data['cards'])}>"

@@ -13,12 +13,14 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__
-from .conditions import evaluate as evaluate_condition, leaves
+from .coherence import QuestionFinder, encode_fact, find_conflicts, read_as_unknown, review_status
+from .conditions import evaluate as evaluate_condition
+from .conditions import leaves
 from .engine import after_fork_in_child
 from .errors import EngineError, ParameterError, PatientDataError
-from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
-from .model import Parameter, Rule, RuleSetInfo
 from .fields import patient_fields
+from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
+from .model import Conflict, Parameter, Rule, RuleSetInfo
 from .patient import canonical_patient, prepare
 from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical
 
@@ -49,7 +51,9 @@ class RuleSet:
             path for path in patient_fields() if path.startswith(RED_FLAG_PREFIX))
         self._rule_ids = frozenset(self._rules)
         self._assembler = Assembler(info=loaded.info, version=__version__, rules=self._rules, needed=self._needed,
-                                    params=self._params, params_key=self._params_key, patient_key=canonical_patient)
+                                    params=self._params, params_key=self._params_key, patient_key=canonical_patient,
+                                    scope=loaded.scope, review=review_status(loaded.packs))
+        self._questions = QuestionFinder(loaded.rules, values)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
         _live.add(self)
@@ -118,17 +122,19 @@ class RuleSet:
         PatientDataError for an invalid document (nothing reaches the engine) and EngineError if
         durable-rules fails.
         """
-        document, fact, unknown, encoded = self._prepare(patient)
+        document, fact, unknown, encoded, conflicts = self._prepare(patient)
         fired = (self._engine or self._durable()).fire_encoded(encoded)
         if not fired <= self._rule_ids:
             raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
         steps = self._trace(fact, fired) if trace else None
-        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps)
+        return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
+                                      questions=self._questions.open(fact, fired), conflicts=conflicts)
 
-    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str]:
-        """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path."""
+    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, list[Conflict]]:
+        """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path, plus the
+        declared contradictions that hold, whose fields the rules then read as unknown (issue 17)."""
         try:
-            return prepare(patient)  # validation and the fact, in one pass
+            document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
         except PatientDataError:
             # Only a document that is not a valid patient document may be a FHIR resource: the
             # plain-document path pays nothing for FHIR, and cdss.fhir is imported only for one.
@@ -136,7 +142,12 @@ class RuleSet:
                 raise
             from .fhir.response import as_patient_document
 
-            return prepare(as_patient_document(patient, self))
+            document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
+        conflicts = find_conflicts(self._loaded.conflicts, fact, self._params) if self._loaded.conflicts else []
+        if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
+            fact, unknown = read_as_unknown(fact, unknown, conflicts)
+            encoded = encode_fact(fact)
+        return document, fact, unknown, encoded, conflicts
 
     def evaluate_many(self, patients: Iterable[Any], *, trace: bool = False,
                       chunk: int = BATCH_SIZE) -> Iterator[Assessment | PatientDataError]:
@@ -176,12 +187,13 @@ class RuleSet:
                 if isinstance(item, PatientDataError):
                     yield item
                     continue
-                document, fact, unknown, _ = item
+                document, fact, unknown, _, conflicts = item
                 fired = next(fired_all)
                 if not fired <= self._rule_ids:
                     raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
                 steps = self._trace(fact, fired) if trace else None
-                yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps)
+                yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
+                               questions=self._questions.open(fact, fired), conflicts=conflicts)
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []
@@ -261,6 +273,7 @@ def _new_locks_after_fork() -> None:
     for ruleset in list(_live):
         ruleset._engine_lock = threading.Lock()
     import cdss
+
     from . import patient
 
     patient._lock = threading.Lock()

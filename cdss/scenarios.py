@@ -200,4 +200,16 @@ def mismatches(scenario: Scenario, rules: RuleSet) -> list[Mismatch]:
     for path in expect.get("missing_includes", ()):
         if path not in result["missing"]:
             out.append(Mismatch(f"missing_includes:{path}", "missing", f"to include '{path}'", repr(result["missing"])))
+    # clinical coherence (issue 17)
+    if "questions" in expect:
+        differ("questions", "questions", expect["questions"], [q["field"] for q in result.get("questions", [])])
+    if "urgency_questions" in expect:
+        differ("urgency_questions", "questions that could raise urgency", sorted(expect["urgency_questions"]),
+               sorted(q["field"] for q in result.get("questions", []) if q["could_change"] == "urgency"))
+    if "conflicts" in expect:
+        differ("conflicts", "conflicts", expect["conflicts"], [c["fields"] for c in result.get("conflicts", [])])
+    if "cards" in expect:
+        differ("cards", "cards", expect["cards"], [c["rule"] for c in result["cards"]])
+    if "referrals" in expect:
+        differ("referrals", "referrals", expect["referrals"], [c["rule"] for c in result["cards"] if "referral" in c])
     return out

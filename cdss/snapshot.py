@@ -16,9 +16,9 @@ from .conditions import All, AnyOf, Condition, Leaf, Not, ParamRef
 from .errors import Problem
 from .evidence import SourceDocument
 from .fields import patient_fields
-from .model import GuidanceItem, Origin, Pack, Parameter, Rationale, Rule, RuleSetInfo
+from .model import Conflict, GuidanceItem, Origin, Pack, Parameter, Question, Rationale, Rule, RuleSetInfo, Scope
 
-VERSION = 1
+VERSION = 2  # 2: issue 17 (rule relations and questions, rule-set conflicts and scope)
 
 
 def dump(loaded: Any) -> str | None:
@@ -33,6 +33,9 @@ def dump(loaded: Any) -> str | None:
         "warnings": [[w.file, w.line, w.column, w.rule_id, w.message, w.severity] for w in loaded.warnings],
         "sources": [[d.id, d.title, str(d.path), d.text] for d in loaded.sources],
         "inventory": str(loaded.inventory) if loaded.inventory is not None else None,
+        "conflicts": [[c.id, list(c.fields), c.message, _condition(c.when), c.when_data, _origin(c.where)]
+                      for c in loaded.conflicts],
+        "scope": [loaded.scope.statement, list(loaded.scope.not_covered)],
     }
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
@@ -59,7 +62,12 @@ def load(text: str, root: Path) -> Any:
                      for w in _list(data["warnings"]))
     sources = tuple(SourceDocument(*_strings(d[:2], 2), Path(_str(d[2])), _str(d[3])) for d in _list(data["sources"]))
     inventory = Path(_str(data["inventory"])) if data["inventory"] is not None else None
-    return LoadedRules(info, root, packs, rules, parameters, guidance, warnings, sources, inventory)
+    conflicts = tuple(Conflict(_str(c[0]), tuple(_str(f) for f in _list(c[1])), _str(c[2]), _read_condition(c[3], 0),
+                               c[4], _read_origin(c[5])) for c in _list(data["conflicts"]))
+    statement, not_covered = _list(data["scope"])
+    scope = Scope(_str(statement), tuple(_str(item) for item in _list(not_covered)))
+    return LoadedRules(info, root, packs, rules, parameters, guidance, warnings, sources, inventory,
+                       conflicts=conflicts, scope=scope)
 
 
 # ---------------------------------------------------------------- writing
@@ -76,7 +84,8 @@ def _origin(origin: Origin) -> list[Any]:
 def _rule(rule: Rule) -> list[Any]:
     return [rule.id, rule.title, rule.status, rule.category, rule.indicator, rule.urgency, rule.priority,
             list(rule.guidance), rule.section, rule.quote, [[r.guidance, r.text] for r in rule.rationale],
-            _condition(rule.when), rule.when_data, rule.then, rule.pack, _origin(rule.where)]
+            _condition(rule.when), rule.when_data, rule.then, rule.pack, _origin(rule.where),
+            list(rule.supersedes), [[q.field, q.reason] for q in rule.questions]]
 
 
 def _condition(node: Condition) -> list[Any]:
@@ -152,13 +161,14 @@ def _read_origin(value: Any) -> Origin:
 
 def _read_rule(value: Any) -> Rule:
     (rule_id, title, status, category, indicator, urgency, priority, guidance, section, quote, rationale, when,
-     when_data, then, pack, where) = _list(value)
+     when_data, then, pack, where, supersedes, questions) = _list(value)
     return Rule(id=_str(rule_id), title=_str(title), status=_str(status), category=_str(category),
                 indicator=_str(indicator), urgency=_str(urgency), priority=_opt_int(priority),  # type: ignore[arg-type]
                 guidance=tuple(_str(g) for g in _list(guidance)), section=_str(section), quote=_str(quote),
                 rationale=tuple(Rationale(*_strings(r, 2)) for r in _list(rationale)),
                 when=_read_condition(when, 0), when_data=when_data, then=_dict(then), pack=_str(pack),
-                where=_read_origin(where))
+                where=_read_origin(where), supersedes=tuple(_str(r) for r in _list(supersedes)),
+                questions=tuple(Question(*_strings(q, 2)) for q in _list(questions)))
 
 
 def _read_condition(value: Any, depth: int) -> Condition:

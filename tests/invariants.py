@@ -23,6 +23,7 @@ INDICATORS = ("critical", "warning", "info")
 GATED_CATEGORIES = ("exercise", "progression")  # their cards are dropped unless screening is negative
 SUMMARY_LIMIT = 140  # CDS Hooks: summary < 140 characters
 MORE_WEEKS = (1, 2, 3, 6, 52, 520)
+NEGATIVE_PLAN_STATUSES = ("recommended", "pending-answers", "not-indicated")  # screening negative (issue 17)
 
 
 def rank(urgency: str) -> int:
@@ -105,7 +106,7 @@ def check_all_clear_screening_never_emergency(rules: cdss.RuleSet, doc: dict[str
     assert critical == [], f"all red flags answered no but critical card(s) {critical}"
     assert result["urgency"] != "emergency", "all red flags answered no but urgency is emergency"
     assert result["red_flag_screening"] == "negative", f"all red flags no but screening {result['red_flag_screening']!r}"
-    assert result["plan"]["status"] == "recommended", f"all red flags no but plan {result['plan']['status']!r}"
+    assert result["plan"]["status"] in NEGATIVE_PLAN_STATUSES, f"all red flags no but plan {result['plan']['status']!r}"
 
 
 # ------------------------------------------------------------------ laterality (G-SIGN-3)
@@ -183,9 +184,12 @@ def check_cards_are_sourced_and_agree_with_trace(rules: cdss.RuleSet, doc: dict[
         source = card["source"]
         assert source.get("label"), f"{rule}: card without source.label"
         assert source.get("quote") and source["quote"] in source_text, f"{rule}: quote not found in the source: {source.get('quote')!r}"
-    recommended = result["plan"]["status"] == "recommended"
-    expected = {rid for rid in fired if "card" in rules.rule(rid).then
-                and (recommended or rules.rule(rid).category not in GATED_CATEGORIES)}
+    negative = result["red_flag_screening"] == "negative"
+    suppressed = {step["rule"]: step["suppressed_by"] for step in result["trace"] if step.get("suppressed_by")}
+    for rule_id, by in suppressed.items():  # a rule gives way only to a fired rule that declares it supersedes it
+        assert rule_id in fired and by in fired and rule_id in rules.rule(by).supersedes, (rule_id, by)
+    expected = {rid for rid in fired if "card" in rules.rule(rid).then and rid not in suppressed
+                and (negative or rules.rule(rid).category not in GATED_CATEGORIES)}
     shown = [card["rule"] for card in result["cards"]]
     assert len(shown) == len(set(shown)), f"duplicate cards: {shown}"
     assert set(shown) == expected, (f"cards {sorted(shown)} do not match the fired rules with cards {sorted(expected)} "
@@ -193,6 +197,8 @@ def check_cards_are_sourced_and_agree_with_trace(rules: cdss.RuleSet, doc: dict[
     order = [(INDICATORS.index(rules.rule(r).indicator), -rules.rule(r).priority, r) for r in shown]
     assert order == sorted(order), f"cards not ordered critical > warning > info, priority, id: {shown}"
     top = max((rank(rules.rule(r).urgency) for r in fired), default=0)
+    if any(q["could_change"] == "urgency" for q in result["questions"]):
+        top = max(top, rank("self-care"))  # an open question that could raise urgency: never none
     assert result["urgency"] == URGENCY_ORDER[top], (
         f"urgency {result['urgency']!r} is not the highest urgency of the fired rules ({URGENCY_ORDER[top]!r})")
     finding_rules = {f["rule"] for f in result["findings"]}
@@ -214,6 +220,124 @@ def check_deterministic(rules: cdss.RuleSet, fresh: cdss.RuleSet, doc: dict[str,
     assert fresh.evaluate(doc).to_json() == first, "a freshly loaded rule set gives different bytes"
 
 
+# ------------------------------------------------------------------ issue 17: clinical coherence
+
+PLAIN_WORDS_BANNED = ("source says", "this rule", "fires", "policy")  # issue 17: words for people
+QUESTION_FIELDS = ("red_flags.numbness_or_tingling_radiating_down_leg", "red_flags.significant_leg_weakness",
+                   "red_flags.sudden_bladder_or_bowel_control_loss", "back_pain.present", "back_pain.trend",
+                   "exercise.stage", "exercise.weeks_consistent")
+QUESTION_VALUES: dict[str, tuple[Any, ...]] = {
+    "back_pain.trend": ("improving", "unchanged", "worsening"), "exercise.stage": ("none", "activation", "compound"),
+    "exercise.weeks_consistent": (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 52)}
+
+
+def documented_contradictions(doc: dict[str, Any]) -> list[frozenset[str]]:
+    """The contradictions SAFETY.md documents, written here from the documentation, not from ruleset.yaml."""
+    present, trend = get(doc, "back_pain.present"), get(doc, "back_pain.trend")
+    standing = get(doc, "back_pain.worse_with_prolonged_standing_or_walking")
+    stage, weeks = get(doc, "exercise.stage"), get(doc, "exercise.weeks_consistent")
+    out = []
+    if present is False and trend in ("unchanged", "worsening"):
+        out.append(frozenset({"back_pain.present", "back_pain.trend"}))
+    if present is False and standing is True:
+        out.append(frozenset({"back_pain.present", "back_pain.worse_with_prolonged_standing_or_walking"}))
+    if stage == "none" and isinstance(weeks, int) and weeks > 0:
+        out.append(frozenset({"exercise.stage", "exercise.weeks_consistent"}))
+    return out
+
+
+def _referrals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [card for card in result["cards"] if "referral" in card]
+
+
+def check_emergency_carries_one_referral(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """An emergency result holds exactly one referral, immediate, and no non-emergency referral or escalation card."""
+    result = result_of(rules, doc)
+    if result["urgency"] != "emergency":
+        return
+    referrals = _referrals(result)
+    assert len(referrals) == 1, f"emergency with {len(referrals)} referrals: {[c['rule'] for c in referrals]}"
+    assert referrals[0]["referral"]["timeframe"] == "immediately", f"emergency referral is {referrals[0]['referral']}"
+    lesser = [c["rule"] for c in result["cards"] if c["indicator"] != "critical"
+              and ("referral" in rules.rule(c["rule"]).then or rules.rule(c["rule"]).category == "escalation")]
+    assert lesser == [], f"emergency result also shows lower referral/escalation cards {lesser}"
+
+
+def check_one_referral_per_destination(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """No two referrals share a destination, and a review is never shown next to a referral (one escalation card)."""
+    result = result_of(rules, doc)
+    seen: dict[str, str] = {}
+    for card in _referrals(result):
+        for to in card["referral"]["to"]:
+            assert to not in seen, f"two referrals to {to}: {seen[to]} and {card['rule']}"
+            seen[to] = card["rule"]
+    escalation = [c["rule"] for c in result["cards"] if rules.rule(c["rule"]).category == "escalation"]
+    assert len(escalation) <= 1, f"review and referral shown together: {escalation}"
+
+
+def check_compound_plan_only_when_gate_met(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """Compound phase recommended only with back pain answered no and the gate met; pain on compound lifts steps back
+    to activation exercises with their dose; a recommended plan always says what to do."""
+    result = result_of(rules, doc)
+    plan = result["plan"]
+    if plan["status"] == "recommended":
+        assert plan["exercises"] or plan["notes"], "plan recommended but says nothing to do"
+    if plan["status"] == "recommended" and plan["phase"] == "compound":
+        weeks = get(doc, "exercise.weeks_consistent")
+        gate = result["parameters"]["progression_min_weeks_activation"]
+        assert get(doc, "back_pain.present") is False, "compound plan recommended without back pain answered no"
+        assert get(doc, "exercise.stage") in ("activation", "compound"), "compound plan without activation work"
+        assert isinstance(weeks, int) and weeks >= gate, f"compound plan recommended at {weeks} weeks (gate {gate})"
+    conflicted = {f for c in documented_contradictions(doc) for f in c}
+    if (result["red_flag_screening"] == "negative" and get(doc, "exercise.stage") == "compound"
+            and get(doc, "back_pain.present") is True and not conflicted & {"exercise.stage", "back_pain.present"}):
+        assert plan["phase"] == "activation" and plan["exercises"], (
+            f"back pain on compound lifts but the plan is {plan['phase']} with {len(plan['exercises'])} exercises")
+        assert all(e["sets"] and e["reps"] for e in plan["exercises"])
+
+
+def check_urgency_raising_questions_are_asked(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """An unanswered question whose answer could raise urgency is in `questions` (could_change urgency), urgency not none.
+
+    The oracle answers each unknown question field with each value (skipping answers that would contradict
+    another answer, which are read as unknown) and compares urgency; it knows nothing of the rules."""
+    result = result_of(rules, doc)
+    before = rank(result["urgency"])
+    asked = {q["field"]: q["could_change"] for q in result["questions"]}
+    for path in QUESTION_FIELDS:
+        if get(doc, path) not in (None, ABSENT):
+            continue
+        for value in QUESTION_VALUES.get(path, (True, False)):
+            answered = put(doc, path, value)
+            if len(documented_contradictions(answered)) > len(documented_contradictions(doc)):
+                continue
+            after = rank(result_of(rules, answered)["urgency"])
+            if after > before:
+                assert asked.get(path) == "urgency", (
+                    f"{path}={value!r} would raise urgency {URGENCY_ORDER[before]} -> {URGENCY_ORDER[after]} but "
+                    f"questions are {asked}")
+                assert result["urgency"] != "none", f"question on {path} open but urgency is none"
+                break
+
+
+def check_card_texts_speak_plainly(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy"."""
+    assessment = rules.evaluate(doc)
+    cards = [*assessment.to_dict()["cards"], *assessment.to_cds_hooks()["cards"]]
+    for card in cards:
+        text = f"{card['summary']}\n{card['detail']}\n{card.get('referral', {}).get('reason', '')}".lower()
+        for word in PLAIN_WORDS_BANNED:
+            assert word not in text, f"card {card.get('rule', card['source'])} says {word!r}"
+
+
+def check_conflicts_exactly_when_documented(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """`conflicts` lists exactly the documented contradictions that hold, and their fields count as missing."""
+    result = result_of(rules, doc)
+    found = sorted(sorted(c["fields"]) for c in result["conflicts"])
+    expected = sorted(sorted(c) for c in documented_contradictions(doc))
+    assert found == expected, f"conflicts {found}, documented contradictions {expected}"
+
+
 # ------------------------------------------------------------------ all per-document checks
 
 PER_DOCUMENT_CHECKS: dict[str, Callable[..., None]] = {
@@ -223,6 +347,12 @@ PER_DOCUMENT_CHECKS: dict[str, Callable[..., None]] = {
     "weak side named only when observed": check_weak_side_named_only_when_observed,
     "yes never lowers urgency": check_yes_never_lowers_urgency,
     "more weeks never lower urgency": check_more_weeks_never_lower_urgency,
+    "emergency carries one referral": check_emergency_carries_one_referral,
+    "one referral per destination": check_one_referral_per_destination,
+    "compound plan only when the gate is met": check_compound_plan_only_when_gate_met,
+    "card texts speak plainly": check_card_texts_speak_plainly,
+    "conflicts exactly when documented": check_conflicts_exactly_when_documented,
+    "urgency-raising questions are asked": check_urgency_raising_questions_are_asked,
 }
 
 

@@ -458,3 +458,17 @@ def _corrupted(draw: st.DrawFn, json_only: bool) -> Any:
 def invalid_values(json_only: bool = True) -> st.SearchStrategy[Any]:
     """Arbitrary JSON-like values that are not valid patient documents."""
     return st.one_of(json_values(json_only), _corrupted(json_only)).filter(lambda v: not is_valid_patient(v))
+
+
+def coherence_patients() -> st.SearchStrategy[dict[str, Any]]:
+    """Patients screened negative with back pain, trend, stage and weeks drawn densely (issue 17 invariants)."""
+    def build(doc: dict[str, Any], present: Any, trend: Any, stage: Any, weeks: Any) -> dict[str, Any]:
+        doc = put(doc, "back_pain.present", present)
+        doc = put(doc, "back_pain.trend", trend)
+        doc = put(doc, "exercise.stage", stage)
+        return put(doc, "exercise.weeks_consistent", weeks)
+
+    return st.builds(build, patients_with_screening("negative"), st.sampled_from([True, False, None, ABSENT]),
+                     st.sampled_from(["improving", "unchanged", "worsening", None, ABSENT]),
+                     st.sampled_from(["none", "activation", "compound", None, ABSENT]),
+                     st.one_of(st.sampled_from([None, ABSENT]), st.integers(0, 14), st.integers(0, 520)))

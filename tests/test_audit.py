@@ -101,17 +101,19 @@ def test_rule_entries_carry_what_a_reviewer_needs(audit: Audit, bundled: cdss.Ru
     entry = audit.rule("escalation-persisting-pain-refer")
     assert entry.where == f"rules/escalation.yaml:{bundled.rule(entry.id).where.line}"
     assert re.fullmatch(r"rules/escalation\.yaml:\d+", entry.quote_where)
-    assert {p.name: (p.value, p.unit, p.origin) for p in entry.parameters} == {"escalation_refer_weeks": (6, "weeks", "policy")}
+    assert {p.name: (p.value, p.unit, p.origin) for p in entry.parameters} == {"escalation_refer_weeks": (6, "weeks", "policy"),
+                                                                                  "professional_evaluation_within_weeks": (2, "weeks", "policy")}
     assert [g.id for g in entry.guidance] == ["G-ESC-1"]
     kinds = [o.kind for o in entry.outputs]
-    assert kinds == ["card", "referral"]
+    assert kinds == ["card", "referral", "relations", "questions"]  # relations and questions: issue 17
     referral = dict(entry.outputs[1].items)
     assert "6 or more weeks" in referral["reason"]  # placeholders filled with the value in force
     assert "escalation_refer_weeks (currently 6 weeks)" in "\n".join(entry.condition.lines())
     clamshell = audit.rule("exercise-clamshell")
     exercise = dict(next(o for o in clamshell.outputs if o.kind == "exercise").items)
     assert exercise["sets"] == "2 to 3 sets (sets_min, sets_max)"
-    assert {p.name for p in clamshell.parameters} == {"sets_min", "sets_max", "reps_min", "reps_max"}
+    assert {p.name for p in clamshell.parameters} == {"sets_min", "sets_max", "reps_min", "reps_max",
+                                                      "progression_min_weeks_activation"}  # its condition reads the gate
     hip = dict(next(o for o in audit.rule("sign-hip-drop-standing-left").outputs if o.kind == "finding").items)
     assert hip["side"] == "left"
     # every pack's metadata is there, in file order, with its rules in file order

@@ -338,10 +338,15 @@ def test_every_example_result_is_a_valid_fhir_bundle(path: Path) -> None:
     assert guidance["result"] == {"reference": f"urn:uuid:{group['id']}"}
     digest = result["rule_set"]["digest"]
     incomplete = result["red_flag_screening"] == "incomplete"
-    assert guidance["status"] == ("data-required" if incomplete else "success")
+    # issue 17: the result's open questions, then any unanswered red flag they do not already ask
+    open_fields = [q["field"] for q in result["questions"]]
+    open_fields += [f for f in result["missing"] if incomplete and f.startswith("red_flags.") and f not in open_fields]
+    assert guidance["status"] == ("data-required" if open_fields else "success")
     if incomplete:
+        assert open_fields and all(f in open_fields for f in result["missing"] if f.startswith("red_flags."))
+    if open_fields:
         asked = [r["mustSupport"][0] for r in guidance["dataRequirement"]]
-        assert asked == [f for f in result["missing"] if f.startswith("red_flags.")] and asked
+        assert asked == open_fields
     # every action a rule produced names the rule and the rule set digest
     actions = [a for top in group["action"] for a in top.get("action", [])]
     assert len(actions) == len(result["findings"]) + len(result["cards"])
@@ -365,14 +370,15 @@ def test_never_success_while_red_flag_screening_is_incomplete(patient: dict[str,
     guidance = bundle["entry"][0]["resource"]
     assert guidance["status"] == "data-required"
     unanswered = [p for p in red_flag_paths() if get(patient, p) in (None, ABSENT)]
-    assert [r["mustSupport"][0] for r in guidance["dataRequirement"]] == unanswered
+    asked = [r["mustSupport"][0] for r in guidance["dataRequirement"]]
+    assert asked[:len(unanswered)] == unanswered  # the red flags first (issue 17 ranks them first)
 
 
 def test_open_questions_of_the_result_become_data_requirements() -> None:
     patient = put(json.loads((ROOT / "examples/patients/classic-beginner.json").read_text()), "back_pain.trend", ABSENT)
     result = RULES.evaluate(patient).to_dict()
     assert result["red_flag_screening"] == "negative"
-    assert guidance_bundle(result)["entry"][0]["resource"]["status"] == "success"
+    assert guidance_bundle(dict(result, questions=[]))["entry"][0]["resource"]["status"] == "success"
     result["questions"] = [{"field": "back_pain.trend", "reason": "Is the pain improving?", "could_change": "urgency"}]
     guidance = guidance_bundle(result)["entry"][0]["resource"]
     assert guidance["status"] == "data-required"

@@ -24,8 +24,8 @@ from hypothesis.errors import NoSuchExample
 
 import cdss
 from cdss.resources import examples_dir, rules_dir
-from tests.invariants import violations
-from tests.strategies import ABSENT, patients_with_screening, put, red_flag_paths, valid_patients
+from tests.invariants import PER_DOCUMENT_CHECKS, violations
+from tests.strategies import ABSENT, coherence_patients, patients_with_screening, put, red_flag_paths, valid_patients
 
 RULES = cdss.load_rules()  # loaded once per module
 
@@ -169,3 +169,118 @@ def test_the_same_corpus_catches_every_mutation(tmp_path: Path, rule_id: str, na
     broken = mutated_past_the_loader(tmp_path, rule_id, change, monkeypatch)
     assert any(violations(broken, doc, source_text, first_only=True) for doc in corpus()), (
         f"'{name}' on {rule_id} breaks no invariant on the corpus")
+
+
+# ------------------------------------------------------------------ issue 17: relations, questions, conflicts, words
+
+COHERENCE_SEARCH = st.one_of(coherence_patients(), patients_with_screening("positive"), SEARCH)
+
+
+def breaks(check: Callable[..., None], rules: cdss.RuleSet, doc: dict[str, Any]) -> bool:
+    """Does this one invariant fail for the document under these rules?"""
+    try:
+        check(rules, doc)
+    except AssertionError:
+        return True
+    return False
+
+
+def drop_line(prefix: str) -> Callable[[str], str]:
+    """Remove the one line of a rule block that starts with `prefix` (after indentation)."""
+    def change(block: str) -> str:
+        lines = block.splitlines(keepends=True)
+        hits = [i for i, line in enumerate(lines) if line.strip().startswith(prefix)]
+        assert len(hits) == 1, f"{prefix!r} occurs {len(hits)} times"
+        return "".join(lines[:hits[0]] + lines[hits[0] + 1:])
+    return change
+
+
+def drop_questions(block: str) -> str:
+    """Remove a rule's whole `questions:` list."""
+    start = block.index("    questions:\n")
+    end = block.index("    when:\n", start)
+    return block[:start] + block[end:]
+
+
+def drop_gate_pain_condition(block: str) -> str:
+    """`back_pain.present is false` weakened to `is known` (removing it outright the loader refuses: the rule
+    declares a question on back_pain.present, which it would no longer read)."""
+    old = "        - field: back_pain.present\n          is: false\n"
+    assert block.count(old) == 1
+    return block.replace(old, "        - field: back_pain.present\n          is: known\n")
+
+
+def say_fires(block: str) -> str:
+    old = "        detail: |\n"
+    assert block.count(old) == 1
+    at = block.index(old) + len(old)
+    indent = block[at:].split("\n", 1)[0]
+    indent = indent[:len(indent) - len(indent.lstrip())]
+    return block[:at] + f"{indent}This rule fires on the answers given.\n\n" + block[at:]
+
+
+COHERENCE_CASES = [pytest.param(rule_id, drop_line("supersedes:"), "emergency carries one referral",
+                                id=f"{rule_id}: drop supersedes") for rule_id in RED_FLAG_RULES]
+COHERENCE_CASES += [
+    pytest.param("escalation-pain-constant-or-worsening", drop_line("supersedes:"), "one referral per destination",
+                 id="constant-or-worsening: drop supersedes"),
+    pytest.param("progression-already-compound", drop_gate_pain_condition, "compound plan only when the gate is met",
+                 id="already-compound: weaken 'back pain is false' in the gate"),
+    pytest.param("escalation-pain-constant-or-worsening", drop_questions, "urgency-raising questions are asked",
+                 id="constant-or-worsening: drop its questions"),
+    pytest.param("escalation-persisting-pain-refer", drop_questions, "urgency-raising questions are asked",
+                 id="refer: drop its questions"),
+    pytest.param(RED_FLAG_RULES[0], drop_questions, "urgency-raising questions are asked",
+                 id=f"{RED_FLAG_RULES[0]}: drop its question"),
+    pytest.param("plan-activation-phase", say_fires, "card texts speak plainly", id="activation card says 'fires'"),
+]
+
+
+@pytest.mark.parametrize(("rule_id", "change", "invariant"), COHERENCE_CASES)
+def test_the_coherence_invariants_catch_a_removed_relation_question_or_plain_word(
+        tmp_path: Path, rule_id: str, change: Callable[[str], str], invariant: str, source_text: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = mutated(tmp_path, rule_id, change)
+    try:
+        witness = find(COHERENCE_SEARCH, lambda doc: breaks(PER_DOCUMENT_CHECKS[invariant], broken, doc),
+                       settings=SEARCH_SETTINGS)
+    except NoSuchExample:
+        pytest.fail(f"no generated document breaks '{invariant}' after the mutation of {rule_id}")
+    print(f"\n{rule_id}\n  witness: {json.dumps(witness, sort_keys=True)}")
+    assert violations(RULES, witness, source_text) == [], "the witness also fails on the unmutated rules"
+
+
+@pytest.mark.parametrize("conflict_id", ["pain-absent-with-trend", "pain-absent-but-worse-when-standing",
+                                         "no-exercise-with-weeks-consistent"])
+def test_removing_a_documented_conflict_is_caught(tmp_path: Path, conflict_id: str, source_text: str) -> None:
+    root = tmp_path / "rules"
+    shutil.copytree(rules_dir(), root)
+    manifest = root / "ruleset.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    start = text.index(f"  - id: {conflict_id}\n")
+    nxt = text.find("\n  - id: ", start + 1)
+    end = len(text) if nxt < 0 else nxt + 1
+    # comment lines just above the next entry belong to it; cut the entry only
+    manifest.write_text(text[:start] + text[end:], encoding="utf-8")
+    broken = cdss.load_rules(root)
+    assert conflict_id not in {c.id for c in broken.loaded.conflicts}
+    try:
+        witness = find(COHERENCE_SEARCH, lambda doc: breaks(PER_DOCUMENT_CHECKS["conflicts exactly when documented"],
+                                                            broken, doc), settings=SEARCH_SETTINGS)
+    except NoSuchExample:
+        pytest.fail(f"removing conflict {conflict_id} breaks no invariant")
+    assert violations(RULES, witness, source_text) == []
+
+
+def test_the_loader_warns_about_internal_words_on_cards(tmp_path: Path) -> None:
+    """First line of defence for plain words: a loader warning naming file:line and the rule
+    (`cdss validate --strict` fails on it; a warning, so older rule sets still load for `cdss diff`)."""
+    root = tmp_path / "rules"
+    shutil.copytree(rules_dir(), root)
+    edit_rule(root, "plan-activation-phase", say_fires)
+    from cdss.loader import collect
+
+    loaded, problems = collect(root)
+    words = [p for p in problems if "speak plainly" in p.message]
+    assert loaded is not None and words and all(p.severity == "warning" for p in words)
+    assert words[0].rule_id == "plan-activation-phase" and words[0].line is not None

@@ -29,6 +29,12 @@ from tests.invariants import (
     check_unknown_red_flag_is_never_all_clear,
     check_weak_side_named_only_when_observed,
     check_yes_never_lowers_urgency,
+    check_card_texts_speak_plainly,
+    check_compound_plan_only_when_gate_met,
+    check_conflicts_exactly_when_documented,
+    check_emergency_carries_one_referral,
+    check_one_referral_per_destination,
+    check_urgency_raising_questions_are_asked,
 )
 from tests.strategies import (
     ABSENT,
@@ -42,6 +48,7 @@ from tests.strategies import (
     tristate_paths,
     valid_patients,
     MUTATIONS,
+    coherence_patients,
 )
 
 RULES = cdss.load_rules()  # loaded once per module
@@ -286,6 +293,42 @@ def test_four_threads_at_once_give_the_same_bytes_as_one(docs: list[dict[str, An
 @given(doc=any_patient)
 def test_every_card_is_sourced_fits_cds_hooks_and_matches_the_trace(doc: dict[str, Any], source_text: str) -> None:
     check_cards_are_sourced_and_agree_with_trace(RULES, doc, source_text)
+
+
+# ------------------------------------------------------------------ 9: clinical coherence (issue 17)
+
+coherence_patient = st.one_of(any_patient, coherence_patients())
+"""Any patient, plus patients screened negative with the four plan/escalation answers drawn densely."""
+
+
+@given(st.one_of(patients_with_screening("positive"), coherence_patient))
+def test_an_emergency_result_carries_exactly_one_referral(doc: dict[str, Any]) -> None:
+    check_emergency_carries_one_referral(RULES, doc)
+
+
+@given(coherence_patient)
+def test_no_result_holds_two_referrals_to_one_destination(doc: dict[str, Any]) -> None:
+    check_one_referral_per_destination(RULES, doc)
+
+
+@given(coherence_patient)
+def test_a_compound_plan_is_recommended_only_with_back_pain_no_and_the_gate_met(doc: dict[str, Any]) -> None:
+    check_compound_plan_only_when_gate_met(RULES, doc)
+
+
+@given(coherence_patient)
+def test_an_unanswered_urgency_raising_question_is_asked_and_urgency_is_not_none(doc: dict[str, Any]) -> None:
+    check_urgency_raising_questions_are_asked(RULES, doc)
+
+
+@given(coherence_patient)
+def test_no_card_says_source_says_this_rule_fires_or_policy(doc: dict[str, Any]) -> None:
+    check_card_texts_speak_plainly(RULES, doc)
+
+
+@given(coherence_patient)
+def test_conflicts_are_listed_exactly_when_the_documented_contradictions_hold(doc: dict[str, Any]) -> None:
+    check_conflicts_exactly_when_documented(RULES, doc)
 
 
 # ------------------------------------------------------------------ 8: invalid documents

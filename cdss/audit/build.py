@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..coherence import review_status
 from ..conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, leaves, outcomes
 from ..evidence import headings, section_of
 from ..fields import Field, patient_fields
@@ -203,6 +204,10 @@ class Audit:
     scenario_gaps: tuple[ScenarioGap, ...]
     parameters: tuple[ParameterRow, ...]
     findings: tuple[Finding, ...]
+    # clinical coherence (issue 17): rule-set data every result carries
+    scope: Any = None  # cdss.model.Scope
+    conflicts: tuple[Any, ...] = ()  # cdss.model.Conflict
+    review: dict[str, Any] | None = None  # {status, pending_packs}
 
     @property
     def source_given(self) -> bool:
@@ -273,7 +278,7 @@ def build_audit(rules: RuleSet, source_text: str | None, scenarios: Sequence[Sce
                 rule=rule,
                 where=ctx.where(rule.where),
                 condition=describe_condition(rule.when, params, ctx.units),
-                outputs=describe_outputs(rule, params),
+                outputs=describe_outputs(rule, params, tuple(r.id for r in rules.rules if rule.id in r.supersedes)),
                 parameters=tuple(ParamUse(n, params[n], rules.parameters[n].unit, rules.parameters[n].origin)
                                  for n in rule.parameters),
                 guidance=tuple(loaded.guidance[g] for g in rule.guidance if g in loaded.guidance),
@@ -324,6 +329,7 @@ def build_audit(rules: RuleSet, source_text: str | None, scenarios: Sequence[Sce
         packs=tuple(packs), guidance=guidance_rows, sections=tuple(sections), scenario_gaps=gaps,
         parameters=parameter_rows,
         findings=tuple(_findings(rules, scenarios, source_text, ctx)),
+        scope=loaded.scope, conflicts=loaded.conflicts, review=review_status(loaded.packs),
     )
 
 
@@ -431,8 +437,9 @@ def _range(spec: dict[str, Any], params: dict[str, Any], noun: str) -> str:
     return f"{text} ({', '.join(names)})" if names else text
 
 
-def describe_outputs(rule: Rule, params: dict[str, Any]) -> tuple[Output, ...]:
-    """The rule's outputs with parameter placeholders filled with the values in force."""
+def describe_outputs(rule: Rule, params: dict[str, Any], superseded_by: tuple[str, ...] = ()) -> tuple[Output, ...]:
+    """The rule's outputs with parameter placeholders filled with the values in force, then its relations
+    (supersedes / superseded by) and the questions it asks while a field it needs is unknown (issue 17)."""
     then = rule.then
     out: list[Output] = []
     if "card" in then:
@@ -444,7 +451,8 @@ def describe_outputs(rule: Rule, params: dict[str, Any]) -> tuple[Output, ...]:
         out.append(Output("finding", tuple(items)))
     if "referral" in then:
         r = then["referral"]
-        out.append(Output("referral", (("to", ", ".join(r["to"])), ("timeframe", r.get("timeframe", "routine")),
+        timeframe = r.get("timeframe", "routine") + (f" ({render(r['within'], params)})" if "within" in r else "")
+        out.append(Output("referral", (("to", ", ".join(r["to"])), ("timeframe", timeframe),
                                        ("reason", render(r["reason"], params)))))
     if "exercise" in then:
         e = then["exercise"]
@@ -456,6 +464,12 @@ def describe_outputs(rule: Rule, params: dict[str, Any]) -> tuple[Output, ...]:
         p = then["plan"]
         items = ([("phase", p["phase"])] if "phase" in p else []) + ([("note", render(p["note"], params))] if "note" in p else [])
         out.append(Output("plan", tuple(items)))
+    relations = ([("supersedes", ", ".join(rule.supersedes))] if rule.supersedes else []) + (
+        [("superseded by", ", ".join(superseded_by))] if superseded_by else [])
+    if relations:
+        out.append(Output("relations", tuple(relations)))
+    if rule.questions:
+        out.append(Output("questions", tuple((q.field, render(q.reason, params)) for q in rule.questions)))
     return tuple(out)
 
 

@@ -124,9 +124,27 @@ def _md_output(out: Output) -> list[str]:
         return [f"- **exercise** `{md_inline(d['id'])}` {md_inline(d['name'])}: targets {md_inline(d['targets'])}; "
                 f"{md_inline(d['sets'])}; {md_inline(d['reps'])}",
                 *_md_quote(d["instructions"])]
+    if out.kind == "relations":
+        return [f"- **{label}**: " + ", ".join(f"[`{r}`](#{anchor(r)})" for r in text.split(", ")) for label, text in out.items]
+    if out.kind == "questions":
+        return ["- **asks, while unknown**:"] + [f"  - `{name}`: {md_inline(reason)}" for name, reason in out.items]
     phase = f" phase **{md_inline(d['phase'])}**" if "phase" in d else ""
     note = f": {md_inline(d['note'])}" if "note" in d else ""
     return [f"- **plan**{phase}{note}"]
+
+
+def _md_coherence(audit: Audit) -> list[str]:
+    """Issue 17: what every result says besides the rules: scope, contradictions, review status."""
+    L = ['<a id="coherence"></a>', "", "## What every result also says", ""]
+    review = audit.review or {}
+    pending = ", ".join(review.get("pending_packs", []))
+    L += [f"**Review status:** {review.get('status', 'unknown')}" + (f" (pending: {pending})" if pending else ""), ""]
+    if audit.scope is not None:
+        L += [f"**Scope:** {audit.scope.statement}", "", "Not covered:", ""]
+        L += [f"- {item}" for item in audit.scope.not_covered] + [""]
+    L += ["**Contradictory answers** (listed in `conflicts`; the rules read these fields as unknown):", ""]
+    L += [f"- `{c.id}` ({', '.join(f'`{f}`' for f in c.fields)}): {c.message}" for c in audit.conflicts] or ["- none declared"]
+    return L + [""]
 
 
 def _md_scenarios(title: str, refs: tuple[ScenarioRef, ...]) -> list[str]:
@@ -200,6 +218,7 @@ def to_markdown(audit: Audit) -> str:
     L += ["- [Coverage](#coverage)", ""]
     L += ['<a id="how-to-read"></a>', "", "## How to read this rulebook", ""] + [f"- {t}" for t in HOW_TO_READ] + [""]
 
+    L += _md_coherence(audit)
     L += ['<a id="findings"></a>', "", f"## Findings ({c['findings']})", ""]
     if not audit.findings:
         L += ["No findings.", ""]
@@ -485,6 +504,11 @@ def _h_output(out: Output) -> str:
     if out.kind == "exercise":
         return (f'{tag}<strong>{_e(d["name"])}</strong> <code>{_e(d["id"])}</code>: targets {_e(d["targets"])}; '
                 f'{_e(d["sets"])}; {_e(d["reps"])}<div class="detail"><p>{_e(d["instructions"])}</p></div>')
+    if out.kind == "relations":
+        return tag + "; ".join(f"{_e(label)} {_links(text.split(', '))}" for label, text in out.items)
+    if out.kind == "questions":
+        return tag + "while unknown:<ul>" + "".join(f"<li><code>{_e(name)}</code>: {_e(reason)}</li>"
+                                                    for name, reason in out.items) + "</ul>"
     phase = f'phase <strong>{_e(d["phase"])}</strong>' if "phase" in d else ""
     note = _e(d["note"]) if "note" in d else ""
     return f'{tag}{phase}{": " if phase and note else ""}{note}'
@@ -614,6 +638,19 @@ def to_html(audit: Audit) -> str:
     out.append('<section id="how-to-read"><h2>How to read this rulebook</h2><ul class="plain">'
                + "".join(f"<li>{_inline(t)}</li>" for t in HOW_TO_READ) + "</ul></section>")
 
+    review = audit.review or {}
+    pending = ", ".join(review.get("pending_packs", []))
+    coherence = ['<section id="coherence" style="overflow-wrap:anywhere"><h2>What every result also says</h2>',
+                 f'<p><strong>Review status:</strong> {_e(review.get("status", "unknown"))}'
+                 + (f" (pending: {_e(pending)})" if pending else "") + "</p>"]
+    if audit.scope is not None:
+        coherence.append(f"<p><strong>Scope:</strong> {_e(audit.scope.statement)}</p><p>Not covered:</p><ul>"
+                         + "".join(f"<li>{_e(item)}</li>" for item in audit.scope.not_covered) + "</ul>")
+    coherence.append("<p><strong>Contradictory answers</strong> (listed in <code>conflicts</code>; the rules read "
+                     "these fields as unknown):</p><ul>" + ("".join(
+                         f"<li><code>{_e(c.id)}</code> ({_e(', '.join(c.fields))}): {_e(c.message)}</li>"
+                         for c in audit.conflicts) or "<li>none declared</li>") + "</ul></section>")
+    out.append("".join(coherence))
     out.append(f'<section id="findings"><h2>Findings ({c["findings"]})</h2>')
     if not audit.findings:
         out.append("<p>No findings.</p>")

@@ -22,9 +22,18 @@ BANNERS = {
     "emergency": ("EMERGENCY: seek immediate medical attention", {"fg": "red", "bold": True, "reverse": True}),
     "see-professional": ("SEE A PROFESSIONAL: arrange an assessment (physical therapist or physician)",
                          {"fg": "yellow", "bold": True}),
-    "self-care": ("SELF-CARE: nothing in the rules calls for a professional on these answers", {"fg": "green", "bold": True}),
-    "none": ("NO RULE APPLIES: no advice was triggered by these answers", {"bold": True}),
+    "self-care": ("SELF-CARE: follow the advice below, within the limits of this screen (listed at the end)",
+                  {"fg": "green", "bold": True}),
+    "none": ("NOTHING TO ADVISE on these answers, within the limits of this screen (listed at the end)", {"bold": True}),
 }
+# issue 17: while a question is open or screening is incomplete, no banner may read as reassurance
+BANNER_SCREENING_INCOMPLETE = ("ANSWER THE RED-FLAG QUESTIONS FIRST: until then, treat this as needing a professional "
+                               "assessment", {"fg": "yellow", "bold": True})
+BANNER_SELF_CARE_OPEN = ("SELF-CARE FOR NOW: answer the open questions below; they could make this more urgent",
+                         {"fg": "yellow", "bold": True})
+PLAN_WORDS = {"withheld": ("WITHHELD", "red"), "pending-screening": ("PENDING red-flag screening", "yellow"),
+              "pending-answers": ("PENDING answers to the questions below", "yellow"),
+              "not-indicated": ("none needed on these answers", "green")}
 SCREENING = {
     "positive": ("POSITIVE", "a red flag is present", "red"),
     "negative": ("negative", "all three red-flag questions answered no", "green"),
@@ -105,10 +114,28 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
     if label:
         head = f"{label} · {head}"
     lines.append(click.style(head, dim=True))
-    text, style = BANNERS[result["urgency"]]
+    text, style = banner(result)
     lines.append(click.style(f" {text} ", **style))
+    review = result.get("review") or {}
+    if review.get("status", "signed-off") != "signed-off":
+        pending = ", ".join(review.get("pending_packs", [])) or "unknown"
+        lines.append(click.style(f"NOT CLINICALLY REVIEWED: rule packs awaiting sign-off: {pending}", fg="yellow", bold=True))
     word, meaning, colour = SCREENING[result["red_flag_screening"]]
     lines.append(f"Red-flag screening: {click.style(word, fg=colour, bold=True)} ({meaning})")
+
+    conflicts = result.get("conflicts", [])
+    if conflicts:
+        lines.append("")
+        lines.append(_heading(f"Contradictory answers ({len(conflicts)}): check them; they were read as not answered"))
+        for conflict in conflicts:
+            lines.extend(_wrap(f"{', '.join(conflict['fields'])}: {conflict['message']}", "    ", "  ! "))
+    questions = result.get("questions", [])
+    if questions:
+        lines.append("")
+        lines.append(_heading(f"Questions to answer ({len(questions)}), most important first"))
+        for question in questions:
+            tag = "could make this more urgent" if question["could_change"] == "urgency" else "could change the plan"
+            lines.extend(_wrap(f"{question['field']} ({tag}): {question['reason']}", "    ", "  ? "))
 
     findings = result["findings"]
     lines.append("")
@@ -130,11 +157,11 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
             dose = f"{_range(sets)} sets of {_range(reps)} repetitions"
             lines.append(f"  {i}. {click.style(exercise['name'], bold=True)} ({', '.join(exercise['targets'])}): {dose}")
             lines.extend(_wrap(exercise["instructions"], "     "))
-        if not plan["exercises"]:
+        if not plan["exercises"] and not plan["notes"]:
             lines.append("  no exercises")
     else:
-        word = "WITHHELD" if status == "withheld" else "PENDING red-flag screening"
-        lines.append(_heading("Plan: ") + click.style(word, fg="red" if status == "withheld" else "yellow", bold=True))
+        word, colour = PLAN_WORDS.get(status, (status, "yellow"))
+        lines.append(_heading("Plan: ") + click.style(word, fg=colour, bold=True))
     for note in plan["notes"]:
         lines.extend(_wrap(note, "    ", "  - "))
 
@@ -144,7 +171,8 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
         lines.append(_heading(f"Referrals ({len(referrals)})"))
         for card in referrals:
             ref = card["referral"]
-            lines.append(f"  * to {' or '.join(ref['to'])}: {click.style(ref['timeframe'], bold=True)}")
+            when = ref.get("within") or ref["timeframe"]
+            lines.append(f"  * to {' or '.join(ref['to'])}: {click.style(when, bold=True)}")
             lines.extend(_wrap(ref["reason"], "    "))
 
     cards = result["cards"]
@@ -169,6 +197,14 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
     for path in missing:
         lines.append(f"  * {path}")
 
+    scope = result.get("scope")
+    if scope:
+        lines.append("")
+        lines.append(_heading("What this screen does not check"))
+        lines.extend(_wrap(scope["statement"], "  "))
+        for item in scope.get("not_covered", []):
+            lines.extend(_wrap(item, "    ", "  - "))
+
     if overrides:
         lines.append("")
         shown = ", ".join(f"{name}={_show(result['parameters'].get(name))}" for name in sorted(overrides))
@@ -177,6 +213,16 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
         lines.append("")
         lines.extend(render_trace(result["trace"]))
     return "\n".join(lines)
+
+
+def banner(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The one-line verdict: never reassuring while red-flag screening is incomplete or a question could raise urgency."""
+    urgency = result["urgency"]
+    if urgency == "see-professional" and result["red_flag_screening"] == "incomplete":
+        return BANNER_SCREENING_INCOMPLETE
+    if urgency in ("self-care", "none") and any(q.get("could_change") == "urgency" for q in result.get("questions", [])):
+        return BANNER_SELF_CARE_OPEN
+    return BANNERS[urgency]
 
 
 def _range(bounds: Mapping[str, Any]) -> str:
@@ -195,7 +241,12 @@ def render_trace(trace: Iterable[Mapping[str, Any]]) -> list[str]:
         lines.append(f"  {title}:")
         for step in group:
             mark = click.style("FIRED", fg="green", bold=True) if step["fired"] else click.style("  -  ", dim=True)
-            lines.append(f"    {mark} {step['rule']}")
+            relation = ""
+            if step.get("suppressed_by"):
+                relation += f"  (card, referral and plan give way: superseded by {step['suppressed_by']})"
+            if step.get("referral_merged_into"):
+                relation += f"  (referral merged into {step['referral_merged_into']}: one referral per destination)"
+            lines.append(f"    {mark} {step['rule']}{click.style(relation, dim=True) if relation else ''}")
             for cond in step["conditions"]:
                 ok = click.style("yes", fg="green") if cond["result"] else click.style("no ", fg="red")
                 param = f" [{cond['param']}]" if cond.get("param") else ""
@@ -251,7 +302,8 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
         lines.extend(_wrap(render(finding["text"], params), "      "))
     if "referral" in then:
         ref = then["referral"]
-        lines.append(f"  Referral to {' or '.join(ref['to'])}, {ref.get('timeframe', 'routine')}:")
+        when = render(ref["within"], params) if ref.get("within") else ref.get("timeframe", "routine")
+        lines.append(f"  Referral to {' or '.join(ref['to'])}, {when}:")
         lines.extend(_wrap(render(ref["reason"], params), "      "))
     if "exercise" in then:
         ex = then["exercise"]
@@ -267,6 +319,16 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
             lines.extend(_wrap(render(plan["note"], params), "      "))
     if rule.gated_by_screening:
         lines.append(click.style("  (exercise advice: shown only when red-flag screening is negative)", dim=True))
+    if rule.supersedes:
+        lines.append(f"  Supersedes: {', '.join(rule.supersedes)} (their cards, referrals and plan give way when this fires)")
+    superseded_by = [r.id for r in rules.rules if rule.id in r.supersedes]
+    if superseded_by:
+        lines.append(f"  Superseded by: {', '.join(superseded_by)}")
+    if rule.questions:
+        lines.append("")
+        lines.append(_heading("Questions (asked while unknown, when an answer could make this rule fire)"))
+        for question in rule.questions:
+            lines.extend(_wrap(render(question.reason, params), " " * 6, f"  {question.field}: "))
 
     names = rule.parameters
     if names:

@@ -80,6 +80,8 @@ PLAN_DESCRIPTION = {
     "recommended": "Exercise plan recommended by the rules.",
     "withheld": "Exercise advice withheld: a red flag is present.",
     "pending-screening": "Exercise advice pending: red-flag screening is incomplete.",
+    "pending-answers": "No exercise plan yet: the questions the plan depends on are unanswered.",  # issue 17
+    "not-indicated": "No exercise plan needed on these answers.",  # issue 17
 }
 
 

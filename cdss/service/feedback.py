@@ -80,7 +80,8 @@ class FeedbackStore:
     def record_cards(self, cards: Iterable[Mapping[str, Any]], rule_set_id: str, digest: str) -> None:
         """Remember rule and digest of each served card (by uuid), so later feedback can name the rule."""
         now = time.time()
-        rows = [(c["uuid"], c["rule"], rule_set_id, digest, now) for c in cards]
+        # result-level cards (issue 17: conflicts, questions, review, scope) have no rule: named by their kind
+        rows = [(c["uuid"], c.get("rule") or f"result-{c.get('kind', 'card')}", rule_set_id, digest, now) for c in cards]
         if not rows:
             return
         with self._lock:

@@ -24,6 +24,8 @@
     "recommended": "Recommended",
     "withheld": "Withheld",
     "pending-screening": "Pending: answer every red-flag question first",
+    "pending-answers": "Pending: answer the open questions first",
+    "not-indicated": "None needed on these answers",
   };
 
   // ------------------------------------------------------------ tiny DOM helpers (text only)
