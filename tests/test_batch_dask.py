@@ -335,6 +335,20 @@ def test_evaluate_frame_works_with_dask_map_partitions(client: Any, data: dict[s
 # ---------------------------------------------------------------- no cluster
 
 
+def test_an_engine_failure_is_an_error_record_in_place_and_the_partition_goes_on() -> None:
+    import cdss
+
+    rules = cdss.load_rules()
+    rules._durable().close()  # a real engine failure: every evaluation now raises EngineError
+    lines = [b'{"red_flags": {"significant_leg_weakness": true}}', b"not json", b"{}"]
+    out = list(evaluate_partition(lines, rules, file="in.jsonl", first=1))
+    assert [o.position for o in out] == [1, 2, 3]
+    records = [json.loads(o.json) for o in out]
+    assert all(r["file"] == "in.jsonl" and "error" in r for r in records)
+    assert "EngineError" in records[0]["error"]["found"] and "bug in cdss" in records[0]["error"]["message"]
+    assert "EngineError" not in records[1]["error"]["found"]  # the malformed line keeps its own error
+
+
 def test_lone_surrogate_is_an_error_record_not_a_crash() -> None:
     (out,) = evaluate_partition([b'{"patient_id": "\\ud800"}'], cdss_rules(), file="in.jsonl", first=7)
     record = json.loads(out.json)

@@ -714,9 +714,9 @@ def test_jsonl_summary_names_the_first_five_bad_lines_and_counts_the_rest() -> N
                              "8 invalid (at -:1, -:2, -:3, -:4, -:5 and 3 more)\n")
 
 
-def test_audit_io_problems_are_usage_errors_not_bugs(tmp_path: Path) -> None:
+def test_audit_io_problems_are_named_exit_codes_not_bugs(tmp_path: Path) -> None:
     unwritable = invoke("audit", "--output", str(tmp_path / "no" / "such" / "dir" / "x.md"))
-    assert unwritable.exit_code == 2 and "cannot write it" in one_error_line(unwritable)
+    assert unwritable.exit_code == 5 and "cannot write it" in one_error_line(unwritable)  # output cannot be written
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9".encode("latin-1"))
     undecodable = invoke("audit", "--source", str(latin1))

@@ -211,10 +211,10 @@ def diff(old: LoadedRules, new: LoadedRules, *, old_label: str = "OLD", new_labe
         out.append(Change("rule-set-id", new.info.id, "major", f"the rule set id changed from '{old.info.id}' to '{new.info.id}'",
                           (old.info.id,), (new.info.id,)))
     old_packs, new_packs = {p.id: p for p in old.packs}, {p.id: p for p in new.packs}
-    for pid in old_packs.keys() - new_packs.keys():
+    for pid in sorted(old_packs.keys() - new_packs.keys()):
         out.append(Change("pack-removed", pid, "major", f"pack '{pid}' was removed", (old_packs[pid].title,), (),
                           _short(old_packs[pid].where.file)))
-    for pid in new_packs.keys() - old_packs.keys():
+    for pid in sorted(new_packs.keys() - old_packs.keys()):
         out.append(Change("pack-added", pid, "minor", f"pack '{pid}' was added", (), (new_packs[pid].title,),
                           _short(new_packs[pid].where.file)))
 

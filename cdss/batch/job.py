@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..cli.batch import chunked
 from .frame import RuleSource, to_arrow
 from .inputs import DEFAULT_COLUMN, InputError, Partition, file_identity, kind_of, plan_jsonl, plan_parquet, read_rows
 from .records import Outcome, evaluate_partition
@@ -94,17 +95,6 @@ class Tally:
                 "errors": self.errors, "first_errors": self.first_errors}
 
 
-def _chunks(items: Iterator[Outcome], size: int) -> Iterator[list[Outcome]]:
-    chunk: list[Outcome] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 WRITE_CHUNK = 2_000
 
 
@@ -115,11 +105,11 @@ def _write_records(outcomes: Iterator[Outcome], path: Path, fmt: str) -> None:
         from .frame import arrow_schema
 
         with pq.ParquetWriter(path, arrow_schema()) as writer:
-            for chunk in _chunks(outcomes, WRITE_CHUNK * 5):
+            for chunk in chunked(outcomes, WRITE_CHUNK * 5):
                 writer.write_table(to_arrow(chunk))
         return
     with open(path, "wb") as out:
-        for chunk in _chunks(outcomes, WRITE_CHUNK):
+        for chunk in chunked(outcomes, WRITE_CHUNK):
             out.write("".join([o.json + "\n" for o in chunk]).encode("utf-8"))
 
 

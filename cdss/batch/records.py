@@ -47,38 +47,28 @@ class Outcome(NamedTuple):
 
 
 def _evaluate(rules: RuleSet, documents: Sequence[Any]) -> list[Assessment | Exception]:
-    """Evaluate documents in order; a PatientDataError is returned in place of its result.
-
-    So is a UnicodeEncodeError: a lone surrogate escape ("\\ud800") in a string makes the
-    core fail while assembling the result (a core bug, reported); one such document must
-    become an error record, not stop a population run.
+    """Evaluate documents in order; the exception of a document that fails is returned in its place.
 
     The one seam to the core: one `RuleSet.evaluate_many` call (issue 15: the documents share
-    durable-rules sessions, 64 at a time; the same results). Should a document still make the
-    core fail while assembling, the documents are evaluated one at a time to find it.
+    durable-rules sessions, 64 at a time; the same results). Should the batch call fail as a
+    whole (an engine error, a bug), the documents are evaluated one at a time, so only the one
+    that fails becomes an error record, as in `cdss evaluate --jsonl`: a population run goes on.
     """
-    from ..errors import PatientDataError
-
     try:
         return list(rules.evaluate_many(documents))
-    except UnicodeEncodeError:
+    except Exception:  # noqa: BLE001 - found again, document by document, below
         pass
     out: list[Assessment | Exception] = []
     for document in documents:
         try:
             out.append(rules.evaluate(document))
-        except (PatientDataError, UnicodeEncodeError) as error:
+        except Exception as error:  # noqa: BLE001 - isolate the document, report it in place
             out.append(error)
     return out
 
 
 def _result(assessment: Assessment, file: str, position: int, document: Mapping[str, Any], kind: str) -> Outcome:
     text = str(assessment.to_json())
-    try:
-        if not text.isascii():
-            text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") cannot be written as UTF-8: report, don't crash
-        return _error(_unwritable(), file, position, kind)
     patient_id = document.get("patient_id")
     status = _PLAN_STATUS.search(text)
     return Outcome(json=text, file=file, position=position,
@@ -105,14 +95,6 @@ def _named_rules(text: str) -> tuple[str, ...]:
 _PLAN_STATUS = re.compile(r'"plan":\{"status":"([^"\\]*)"')
 
 
-def _unwritable() -> Any:
-    from ..cli.input import InputProblem
-
-    message = ("$: expected text that is valid Unicode, found a lone surrogate escape such as \\ud800 "
-               "(the result could not be written as UTF-8)")
-    return InputProblem("$", "text that is valid Unicode", "a lone surrogate escape such as \\ud800", message)
-
-
 def _error(problem: Any, file: str, position: int, kind: str) -> Outcome:
     if kind == "line":
         from ..cli.batch import error_record
@@ -135,7 +117,9 @@ def evaluate_partition(rows: Iterable[Row], rules: RuleSet, *, file: str = "<inp
     JSON Lines (blank lines are then skipped, as `cdss evaluate --jsonl` does, but still
     counted) or "row" for tables (every row gives a record).
     """
+    from ..cli.batch import not_evaluated
     from ..cli.input import InputProblem, oversized_line, parse_document, patient_problem
+    from ..errors import PatientDataError
 
     if skip_blank is None:
         skip_blank = kind == "line"
@@ -150,10 +134,10 @@ def evaluate_partition(rows: Iterable[Row], rules: RuleSet, *, file: str = "<inp
                 yield item
                 continue
             result, document = by_position[item]
-            if isinstance(result, UnicodeEncodeError):
-                yield _error(_unwritable(), file, item, kind)
-            elif isinstance(result, Exception):
+            if isinstance(result, PatientDataError):
                 yield _error(patient_problem(result, document), file, item, kind)
+            elif isinstance(result, Exception):  # valid input the engine could not evaluate: a bug, said in place
+                yield _error(not_evaluated(result), file, item, kind)
             else:
                 yield _result(result, file, item, document, kind)
         pending.clear()

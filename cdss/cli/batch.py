@@ -19,7 +19,7 @@ import collections
 import sys
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..result import compact
 from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
@@ -278,9 +278,13 @@ def unreadable(error: Exception) -> InputProblem:
     return InputProblem("$", "a readable file", "a file that cannot be read", f"cannot read: {reason}")
 
 
-def _chunks(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
-    chunk: list[Line] = []
-    for item in lines:
+T = TypeVar("T")
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter); itertools.batched from 3.12 on."""
+    chunk: list[T] = []
+    for item in items:
         chunk.append(item)
         if len(chunk) >= size:
             yield chunk
@@ -451,7 +455,7 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
     pool = _Pool(workers, initargs)
     pending: collections.deque[tuple[list[Line], Any]] = collections.deque()
     try:
-        chunks = _chunks(lines, CHUNK_LINES)
+        chunks = chunked(lines, CHUNK_LINES)
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < window and stop.signal is None:

@@ -179,6 +179,18 @@ def _rules_option(function: Any) -> Any:
                         "default: the bundled rules.")(function)
 
 
+def write_output(text: str, output: Path | None) -> None:
+    """A report to standard output, or to `--output PATH` (exit 5 when it cannot be written)."""
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_OUTPUT) from None
+    click.echo(f"cdss: wrote {output}", err=True)
+
+
 def load_rule_set(path: Path | None, overrides: dict[str, str] | None = None) -> RuleSet:
     """The rule set (exit 3 if invalid) with `--param` overrides applied (exit 2 if refused)."""
     from . import cache as cli_cache
@@ -557,14 +569,7 @@ def audit(source: Path | None, fmt: str, output: Path | None, rules_path: Path |
     except OSError as error:
         raise Fail(f"--source {source}: cannot read it ({error.strerror or error})", EXIT_USAGE) from None
     text = audit_module.to_html(data) if fmt == "html" else audit_module.to_markdown(data)
-    if output is None:
-        click.echo(text, nl=not text.endswith("\n"))
-    else:
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as error:
-            raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
-        click.echo(f"cdss: wrote {output}", err=True)
+    write_output(text, output)
     c = data.counts
     quotes = (f"{c['quotes_found']} of {c['rules']} quotes found verbatim" if data.source_given
               else "quotes not verified: no source declared")

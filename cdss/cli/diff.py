@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .commands import EXIT_CODES_HELP, EXIT_FAILED, EXIT_USAGE, Fail, rule_file_failure
+from .commands import EXIT_CODES_HELP, EXIT_FAILED, EXIT_USAGE, Fail, rule_file_failure, write_output
 
 
 @click.command("diff", epilog=EXIT_CODES_HELP)
@@ -58,14 +58,7 @@ def diff_command(old: str, new: str | None, fmt: str, output: Path | None) -> No
                 raise Fail(f"{label}: {failure.message}", failure.exit_code) from None
         report = diff(loaded[0], loaded[1], old_label=sides[0][1], new_label=sides[1][1])
         text = render_diff(report, fmt)
-    if output is None:
-        click.echo(text, nl=not text.endswith("\n"))
-    else:
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as error:
-            raise Fail(f"--output {output}: cannot write it ({error.strerror or error})", EXIT_USAGE) from None
-        click.echo(f"cdss: wrote {output}", err=True)
+    write_output(text, output)
     click.echo(f"cdss: diff: {len(report.changes)} change{'s' if len(report.changes) != 1 else ''}; "
                f"{'' if report.ok else 'ERROR: '}{report.verdict}", err=True)
     if not report.ok:
