@@ -172,7 +172,7 @@ def test_with_a_fhir_adapter_the_questionnaire_response_is_used_and_advertised(t
         both = hook_request(qr, patient_id="p-1", key="questionnaireResponse")
         both["prefetch"]["cdssPatient"] = {}
         assert client.post(f"/cds-services/{SERVICE}", json=both).json()["error"] == "ambiguous-prefetch"
-    assert seen == ["qr-1", "qr-1", "bad"]
+    assert seen == ["qr-1", "qr-1", "qr-1", "bad"]  # converted first, then the one patient check
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
