@@ -278,6 +278,22 @@ def test_a_questionnaire_response_for_this_patient_gets_its_cards(server: Server
     assert response.json()["cards"][0]["indicator"] == "critical"
 
 
+# ---------------------------------------------------------------- the web pages take no token: off with auth on
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/rulebook"), ("GET", "/static/try.js"),
+                                          ("POST", "/try/evaluate")])
+def test_with_auth_on_and_the_default_config_the_web_pages_are_not_served(server: Server, keys: Keys, method: str,
+                                                                          path: str) -> None:
+    body = json.dumps({"red_flags": {"significant_leg_weakness": True}}).encode() if method == "POST" else None
+    response = httpx.request(method, _url(server, path), content=body)
+    assert response.status_code == 404, response.text
+    assert "red_flags" not in response.text and "result" not in response.json()
+    assert "web pages" not in server.stderr()  # no warning: nothing unauthenticated is served
+    cards = _call(server, keys, hook_request({"red_flags": {"significant_leg_weakness": True}})).json()["cards"]
+    assert cards[0]["indicator"] == "critical"  # the hook itself still works
+
+
 # ---------------------------------------------------------------- authentication
 
 

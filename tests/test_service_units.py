@@ -330,3 +330,32 @@ def test_property_anything_in_cdss_patient_is_cards_or_a_400_never_an_empty_200_
             assert response.status_code == 200 and response.json() == expected
 
         check()
+
+
+def test_web_pages_true_with_auth_on_serves_them_and_warns_at_start(tmp_path: Path) -> None:
+    keys = Keys()
+    (tmp_path / "ehr.jwks.json").write_text(json.dumps(keys.jwks()))
+    from .service_helpers import free_port
+
+    port = free_port()
+    (tmp_path / "service.toml").write_text(f'audience_base_url = "http://127.0.0.1:{port}"\nweb_pages = true\n'
+                                           f'feedback_db = "f.sqlite3"\n[[issuers]]\niss = "{ISS}"\njwks_file = "ehr.jwks.json"\n')
+    server = Server(["--config", str(tmp_path / "service.toml")], tmp_path, port=port)
+    try:
+        assert httpx.get(f"{server.base}/").status_code == 200
+        assert "web pages (/, /rulebook, /try/evaluate) take NO token" in server.stderr()
+        url = f"{server.base}/cds-services/{SERVICE}"
+        assert httpx.post(url, json=hook_request({})).status_code == 401  # the hook still needs its token
+        assert httpx.post(url, json=hook_request({}), headers={"Authorization": f"Bearer {token(keys, url)}"}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_pages_default_to_off_with_auth_and_on_without(tmp_path: Path) -> None:
+    assert ServiceConfig(auth=True).pages_served is False
+    assert ServiceConfig(auth=False).pages_served is True
+    assert ServiceConfig(auth=False, web_pages=False).pages_served is False
+    assert ServiceConfig(auth=True, web_pages=True).pages_served is True
+    app = create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3", web_pages=False))
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 404

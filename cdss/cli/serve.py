@@ -21,6 +21,9 @@ from .commands import EXIT_USAGE, Fail, _parse_params, _rules_option, load_rule_
 
 INSECURE_WARNING = ("cdss: WARNING: authentication is OFF (--insecure-no-auth): anyone who can reach this port can "
                     "submit patient data and read cards. For local trials only; never expose it to a network.")
+PAGES_WARNING = ("cdss: WARNING: web_pages = true with authentication on: the web pages (/, /rulebook, /try/evaluate) "
+                 "take NO token, so anyone who can reach this port can evaluate patient documents there. Serve them "
+                 "only on a trusted network, or set web_pages = false.")
 
 
 def log_config() -> dict[str, Any]:
@@ -78,6 +81,8 @@ def serve(rules_path: Path | None, host: str, port: int, workers: int, config_pa
         raise Fail(f"--config: {error}", EXIT_USAGE) from None
     if insecure_no_auth:
         click.echo(INSECURE_WARNING, err=True)
+    elif config.pages_served:
+        click.echo(PAGES_WARNING, err=True)
     click.echo(f"cdss: serving {rules.info.id} {rules.info.version} ({rules.info.digest[:19]}...) at "
                f"http://{host}:{port}/cds-services with {workers} worker{'s' if workers != 1 else ''}; "
                f"feedback in {config.feedback_db}", err=True)

@@ -275,7 +275,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(AccessLog)
 
-    if config.web_pages:
+    if config.pages_served:
         web = _web_router(rules)
         if web is not None:
             app.include_router(web)

@@ -41,11 +41,17 @@ class ServiceConfig:
     auth: bool = True
     cors_origins: tuple[str, ...] = ()
     feedback_db: Path = field(default_factory=lambda: Path(DEFAULT_FEEDBACK_DB))
-    web_pages: bool = True
+    web_pages: bool | None = None  # None: the default, served only when authentication is off (see pages_served)
     store_user_comments: bool = False
     max_token_lifetime_seconds: int = 600
     clock_skew_seconds: int = 30
     max_body_bytes: int = 1024 * 1024
+
+    @property
+    def pages_served(self) -> bool:
+        """Whether the web pages (/, /rulebook, /try/evaluate, /static) are mounted. They take no token, so
+        with authentication on they are off unless the config says `web_pages = true` explicitly."""
+        return self.web_pages if self.web_pages is not None else not self.auth
 
     def issuer(self, iss: str) -> Issuer | None:
         for issuer in self.issuers:
