@@ -99,7 +99,9 @@ def test_two_workers_without_auth_warn_at_start_and_answer(tmp_path: Path) -> No
         responses = [httpx.post(f"{server.base}/cds-services/{SERVICE}", json=hook_request(patient)) for _ in range(8)]
         assert [r.json() for r in responses] == [RULES.evaluate(patient).to_cds_hooks()] * 8
         assert "WARNING: authentication is OFF" in server.stderr()
-        assert (tmp_path / "cdss-feedback.sqlite3").exists()  # the default, in the working directory
+        state = tmp_path / "state" / "cdss"  # the default: $XDG_STATE_HOME/cdss, private to the user
+        assert (state / "feedback.sqlite3").is_file() and (state.stat().st_mode & 0o777) == 0o700
+        assert not list(tmp_path.glob("*.sqlite3"))  # nothing in the working directory
         preflight = httpx.options(f"{server.base}/cds-services", headers={
             "Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in preflight.headers  # no cors_origins: no CORS at all
@@ -359,3 +361,22 @@ def test_the_pages_default_to_off_with_auth_and_on_without(tmp_path: Path) -> No
     app = create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3", web_pages=False))
     with TestClient(app) as client:
         assert client.get("/").status_code == 404
+
+
+def test_feedback_report_reads_the_per_user_state_file_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdss.service.config import default_feedback_db
+    from cdss.service.feedback import FeedbackStore
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    path = default_feedback_db()
+    assert path == tmp_path / "state" / "cdss" / "feedback.sqlite3"
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["feedback", "report"])
+    assert missing.exit_code == 2 and str(path) in missing.output
+    assert "XDG_STATE_HOME" in runner.invoke(cli, ["feedback", "report", "--help"]).output
+    assert "XDG_STATE_HOME" in runner.invoke(cli, ["serve", "--help"]).output
+    FeedbackStore(path).close()  # what cdss serve opens: the directory is made private to the user
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert runner.invoke(cli, ["feedback", "report"]).exit_code == 0
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")  # the XDG spec: a relative path is ignored
+    assert default_feedback_db() == Path.home() / ".local" / "state" / "cdss" / "feedback.sqlite3"

@@ -48,7 +48,8 @@ def log_config() -> dict[str, Any]:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="Service configuration (TOML, YAML or JSON): issuers and keys, audience base URL, "
-                                   "CORS origins, feedback database. See docs/SERVICE.md.")
+                                   "CORS origins, feedback database (default: $XDG_STATE_HOME/cdss/feedback.sqlite3, else "
+                                   "~/.local/state/cdss/feedback.sqlite3). See docs/SERVICE.md.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a policy parameter (repeatable).")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept requests without a JWT (local trials only; warns on every start).")
 def serve(rules_path: Path | None, host: str, port: int, workers: int, config_path: Path | None, params: tuple[str, ...],
