@@ -380,3 +380,39 @@ def test_feedback_report_reads_the_per_user_state_file_by_default(tmp_path: Path
     assert runner.invoke(cli, ["feedback", "report"]).exit_code == 0
     monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")  # the XDG spec: a relative path is ignored
     assert default_feedback_db() == Path.home() / ".local" / "state" / "cdss" / "feedback.sqlite3"
+
+
+class _Slow(RuleSet):
+    """A rule set whose evaluation blocks until released, as a slow engine call would."""
+
+    def __init__(self) -> None:
+        super().__init__(RULES.loaded)
+        import threading
+
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def evaluate(self, patient: Any, *, trace: bool = False) -> Any:
+        self.started.set()
+        self.release.wait(timeout=60)
+        return RULES.evaluate(patient, trace=trace)
+
+
+@pytest.mark.parametrize("path", [f"/cds-services/{SERVICE}", "/try/evaluate"])
+def test_a_slow_evaluation_does_not_stall_healthz(tmp_path: Path, path: str) -> None:
+    """The evaluation runs off the event loop: while one is in flight, /healthz still answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rules = _Slow()
+    patient = {"red_flags": {"significant_leg_weakness": True}}
+    app = create_app(rules, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
+        body = hook_request(patient) if path.startswith("/cds") else patient
+        pending = pool.submit(client.post, path, json=body)
+        assert rules.started.wait(timeout=60)
+        try:
+            assert client.get("/healthz").status_code == 200
+            assert not pending.done()  # answered while the evaluation was still blocked, not after it
+        finally:
+            rules.release.set()
+        assert pending.result(timeout=60).status_code == 200

@@ -195,6 +195,11 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         field(context, "$.context", "userId", "a non-empty string", nonempty_str)
         field(body, "$", "fhirServer", "a URL string", nonempty_str, required=False)
         prefetch = field(body, "$", "prefetch", "an object", lambda v: isinstance(v, dict), required=False) or {}
+        # the conversion, the evaluation and the SQLite write are blocking: off the event loop, so one slow
+        # call does not stall every other request (/healthz included)
+        return await run_in_threadpool(_answer, prefetch, patient_id)
+
+    def _answer(prefetch: dict[str, Any], patient_id: str) -> Response:
         document, key = _patient_document(prefetch, patient_id)
         return _evaluate(document, key)
 
@@ -264,7 +269,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         await authenticate(request)
         service_or_404(service_id)
         items = feedback_items(parse_json(await request.body()), config.store_user_comments)
-        stored = store.record_feedback(service_id, items)
+        stored = await run_in_threadpool(store.record_feedback, service_id, items)  # SQLite blocks
         return {"stored": stored}
 
     if config.cors_origins:

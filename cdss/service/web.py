@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 if TYPE_CHECKING:
@@ -270,7 +271,8 @@ class Pages:
         except InputProblem as problem:
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
         try:
-            assessment = self.rules.evaluate(document, trace=True)
+            # blocking work, off the event loop: a slow evaluation must not stall the service's other requests
+            assessment = await run_in_threadpool(self.rules.evaluate, document, trace=True)
         except PatientDataError as error:
             problem = patient_problem(error, document)
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
