@@ -416,3 +416,12 @@ def test_a_slow_evaluation_does_not_stall_healthz(tmp_path: Path, path: str) -> 
         finally:
             rules.release.set()
         assert pending.result(timeout=60).status_code == 200
+
+
+def test_the_try_page_500_says_nothing_was_evaluated_and_is_no_all_clear(tmp_path: Path) -> None:
+    app = create_app(_Failing(EngineError("boom")), ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    with TestClient(app) as client:
+        response = client.post("/try/evaluate", json={"red_flags": {}})
+    assert response.status_code == 500 and "result" not in response.json()
+    message = response.json()["error"]["message"]
+    assert "nothing was evaluated" in message and "NOT an all-clear" in message

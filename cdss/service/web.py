@@ -277,7 +277,9 @@ class Pages:
             problem = patient_problem(error, document)
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
         except CdssError as error:  # the engine failed: a bug, never the caller's fault, never an empty answer
-            return JSONResponse({"error": {"message": f"internal error: {error}"}}, status_code=500, headers=_NO_STORE)
+            return JSONResponse({"error": {"message": "The rule engine failed (a bug in cdss), so nothing was evaluated. "
+                                           "This is NOT an all-clear: assess the patient without this tool."}},
+                                status_code=500, headers=_NO_STORE)
         result = assessment.to_dict()
         trace = result.pop("trace", [])
         return JSONResponse({"result": result, "cds_hooks": assessment.to_cds_hooks(), "trace": trace},
