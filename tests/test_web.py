@@ -59,7 +59,7 @@ class Server:
         if rules is not None:
             command += ["--rules", str(rules)]
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,  # nothing left in the repo
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,  # the feedback database in tmp
                                             env={**os.environ, "XDG_STATE_HOME": str(tmp / "state")})
         deadline = time.monotonic() + 60
         while True:
