@@ -79,7 +79,7 @@ class Server:
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         command = [sys.executable, "-c", "from cdss.cli import main; main()", "serve", "--port", str(self.port), *args]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=tmp,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, "XDG_STATE_HOME": str(tmp / "state"), **(env or {})})
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:

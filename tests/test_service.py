@@ -229,6 +229,71 @@ def test_a_chunked_body_over_1_mib_is_413_too(server: Server, keys: Keys) -> Non
     assert response.status_code == 413
 
 
+# ---------------------------------------------------------------- the patient check, every way in
+
+
+def _qr(patient: dict[str, Any], subject: str | None = "Patient/patient-1") -> dict[str, Any]:
+    from cdss.fhir import questionnaire_response_from_patient
+
+    resource = questionnaire_response_from_patient(patient, RULES)
+    if subject is not None:
+        resource["subject"] = {"reference": subject}
+    return resource
+
+
+RED_FLAG = {"red_flags": {"significant_leg_weakness": True}}
+
+
+def test_a_questionnaire_response_under_cdss_patient_is_refused_naming_the_right_key(server: Server, keys: Keys) -> None:
+    """RuleSet.evaluate converts a QuestionnaireResponse itself: under cdssPatient it would skip the subject check."""
+    for resource in (_qr({"patient_id": "someone-else", **RED_FLAG}, subject="Patient/someone-else"), _qr(RED_FLAG)):
+        response = _call(server, keys, hook_request(resource))
+        assert response.status_code == 400, response.text
+        error = response.json()
+        assert error["error"] == "wrong-prefetch-key" and "questionnaireResponse" in error["message"]
+        assert error["path"] == "$.prefetch.cdssPatient.resourceType" and "cards" not in error
+
+
+@pytest.mark.parametrize("patient, subject, path", [
+    ({"patient_id": "someone-else", **RED_FLAG}, "Patient/patient-1", "$.prefetch.questionnaireResponse.item[linkId=patient_id]"),
+    ({"patient_id": "someone-else", **RED_FLAG}, None, "$.prefetch.questionnaireResponse.item[linkId=patient_id]"),
+    (RED_FLAG, "Patient/someone-else", "$.prefetch.questionnaireResponse.subject.reference"),
+    ({"patient_id": "patient-1", **RED_FLAG}, "Patient/someone-else", "$.prefetch.questionnaireResponse.subject.reference"),
+], ids=["answer-differs", "answer-differs-no-subject", "subject-differs", "subject-differs-answer-same"])
+def test_a_questionnaire_response_for_another_patient_is_400(server: Server, keys: Keys, patient: dict[str, Any],
+                                                             subject: str | None, path: str) -> None:
+    resource = _qr(patient, subject)
+    for value in (resource, {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": resource}]}):
+        response = _call(server, keys, hook_request(value, key="questionnaireResponse"))
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "patient-mismatch" and response.json()["path"] == path
+        assert "cards" not in response.json()
+
+
+def test_a_questionnaire_response_for_this_patient_gets_its_cards(server: Server, keys: Keys) -> None:
+    patient = {"patient_id": "patient-1", **RED_FLAG}
+    response = _call(server, keys, hook_request(_qr(patient), key="questionnaireResponse"))
+    assert response.status_code == 200, response.text
+    assert response.json() == RULES.evaluate(patient).to_cds_hooks()
+    assert response.json()["cards"][0]["indicator"] == "critical"
+
+
+# ---------------------------------------------------------------- the web pages take no token: off with auth on
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/rulebook"), ("GET", "/static/try.js"),
+                                          ("POST", "/try/evaluate")])
+def test_with_auth_on_and_the_default_config_the_web_pages_are_not_served(server: Server, keys: Keys, method: str,
+                                                                          path: str) -> None:
+    body = json.dumps({"red_flags": {"significant_leg_weakness": True}}).encode() if method == "POST" else None
+    response = httpx.request(method, _url(server, path), content=body)
+    assert response.status_code == 404, response.text
+    assert "red_flags" not in response.text and "result" not in response.json()
+    assert "web pages" not in server.stderr()  # no warning: nothing unauthenticated is served
+    cards = _call(server, keys, hook_request({"red_flags": {"significant_leg_weakness": True}})).json()["cards"]
+    assert cards[0]["indicator"] == "critical"  # the hook itself still works
+
+
 # ---------------------------------------------------------------- authentication
 
 

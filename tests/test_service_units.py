@@ -99,7 +99,9 @@ def test_two_workers_without_auth_warn_at_start_and_answer(tmp_path: Path) -> No
         responses = [httpx.post(f"{server.base}/cds-services/{SERVICE}", json=hook_request(patient)) for _ in range(8)]
         assert [r.json() for r in responses] == [RULES.evaluate(patient).to_cds_hooks()] * 8
         assert "WARNING: authentication is OFF" in server.stderr()
-        assert (tmp_path / "cdss-feedback.sqlite3").exists()  # the default, in the working directory
+        state = tmp_path / "state" / "cdss"  # the default: $XDG_STATE_HOME/cdss, private to the user
+        assert (state / "feedback.sqlite3").is_file() and (state.stat().st_mode & 0o777) == 0o700
+        assert not list(tmp_path.glob("*.sqlite3"))  # nothing in the working directory
         preflight = httpx.options(f"{server.base}/cds-services", headers={
             "Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in preflight.headers  # no cors_origins: no CORS at all
@@ -172,7 +174,7 @@ def test_with_a_fhir_adapter_the_questionnaire_response_is_used_and_advertised(t
         both = hook_request(qr, patient_id="p-1", key="questionnaireResponse")
         both["prefetch"]["cdssPatient"] = {}
         assert client.post(f"/cds-services/{SERVICE}", json=both).json()["error"] == "ambiguous-prefetch"
-    assert seen == ["qr-1", "qr-1", "bad"]
+    assert seen == ["qr-1", "qr-1", "qr-1", "bad"]  # converted first, then the one patient check
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -330,3 +332,96 @@ def test_property_anything_in_cdss_patient_is_cards_or_a_400_never_an_empty_200_
             assert response.status_code == 200 and response.json() == expected
 
         check()
+
+
+def test_web_pages_true_with_auth_on_serves_them_and_warns_at_start(tmp_path: Path) -> None:
+    keys = Keys()
+    (tmp_path / "ehr.jwks.json").write_text(json.dumps(keys.jwks()))
+    from .service_helpers import free_port
+
+    port = free_port()
+    (tmp_path / "service.toml").write_text(f'audience_base_url = "http://127.0.0.1:{port}"\nweb_pages = true\n'
+                                           f'feedback_db = "f.sqlite3"\n[[issuers]]\niss = "{ISS}"\njwks_file = "ehr.jwks.json"\n')
+    server = Server(["--config", str(tmp_path / "service.toml")], tmp_path, port=port)
+    try:
+        assert httpx.get(f"{server.base}/").status_code == 200
+        assert "web pages (/, /rulebook, /try/evaluate) take NO token" in server.stderr()
+        url = f"{server.base}/cds-services/{SERVICE}"
+        assert httpx.post(url, json=hook_request({})).status_code == 401  # the hook still needs its token
+        assert httpx.post(url, json=hook_request({}), headers={"Authorization": f"Bearer {token(keys, url)}"}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_pages_default_to_off_with_auth_and_on_without(tmp_path: Path) -> None:
+    assert ServiceConfig(auth=True).pages_served is False
+    assert ServiceConfig(auth=False).pages_served is True
+    assert ServiceConfig(auth=False, web_pages=False).pages_served is False
+    assert ServiceConfig(auth=True, web_pages=True).pages_served is True
+    app = create_app(RULES, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3", web_pages=False))
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 404
+
+
+def test_feedback_report_reads_the_per_user_state_file_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdss.service.config import default_feedback_db
+    from cdss.service.feedback import FeedbackStore
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    path = default_feedback_db()
+    assert path == tmp_path / "state" / "cdss" / "feedback.sqlite3"
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["feedback", "report"])
+    assert missing.exit_code == 2 and str(path) in missing.output
+    assert "XDG_STATE_HOME" in runner.invoke(cli, ["feedback", "report", "--help"]).output
+    assert "XDG_STATE_HOME" in runner.invoke(cli, ["serve", "--help"]).output
+    FeedbackStore(path).close()  # what cdss serve opens: the directory is made private to the user
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert runner.invoke(cli, ["feedback", "report"]).exit_code == 0
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")  # the XDG spec: a relative path is ignored
+    assert default_feedback_db() == Path.home() / ".local" / "state" / "cdss" / "feedback.sqlite3"
+
+
+class _Slow(RuleSet):
+    """A rule set whose evaluation blocks until released, as a slow engine call would."""
+
+    def __init__(self) -> None:
+        super().__init__(RULES.loaded)
+        import threading
+
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def evaluate(self, patient: Any, *, trace: bool = False) -> Any:
+        self.started.set()
+        self.release.wait(timeout=60)
+        return RULES.evaluate(patient, trace=trace)
+
+
+@pytest.mark.parametrize("path", [f"/cds-services/{SERVICE}", "/try/evaluate"])
+def test_a_slow_evaluation_does_not_stall_healthz(tmp_path: Path, path: str) -> None:
+    """The evaluation runs off the event loop: while one is in flight, /healthz still answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rules = _Slow()
+    patient = {"red_flags": {"significant_leg_weakness": True}}
+    app = create_app(rules, ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
+        body = hook_request(patient) if path.startswith("/cds") else patient
+        pending = pool.submit(client.post, path, json=body)
+        assert rules.started.wait(timeout=60)
+        try:
+            assert client.get("/healthz").status_code == 200
+            assert not pending.done()  # answered while the evaluation was still blocked, not after it
+        finally:
+            rules.release.set()
+        assert pending.result(timeout=60).status_code == 200
+
+
+def test_the_try_page_500_says_nothing_was_evaluated_and_is_no_all_clear(tmp_path: Path) -> None:
+    app = create_app(_Failing(EngineError("boom")), ServiceConfig(auth=False, feedback_db=tmp_path / "f.sqlite3"))
+    with TestClient(app) as client:
+        response = client.post("/try/evaluate", json={"red_flags": {}})
+    assert response.status_code == 500 and "result" not in response.json()
+    message = response.json()["error"]["message"]
+    assert "nothing was evaluated" in message and "NOT an all-clear" in message

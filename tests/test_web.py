@@ -59,7 +59,8 @@ class Server:
         if rules is not None:
             command += ["--rules", str(rules)]
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,  # the feedback database in tmp
+                                            env={**os.environ, "XDG_STATE_HOME": str(tmp / "state")})
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -629,3 +630,17 @@ def test_the_rulebook_checks_quotes_against_the_source_the_rule_set_declares(tmp
     assert page == cdss.audit.rulebook(rules, source=None, fmt="html")
     assert page.count("✓ found verbatim in the source") == len(rules.rules)
     assert "✗ NOT FOUND in the source" not in page
+
+
+def test_a_413_from_the_service_body_limit_is_shown_as_a_document_over_1_mib(browser: Any, server: Server) -> None:
+    """The service's 1 MiB limit answers in its flat {"error": code, "message"} shape: the page must still say why."""
+    tab = Page(browser, server)
+    try:
+        tab.load_example("classic-beginner")
+        # the real request to the real server, with a body over the limit
+        tab.tab.route("**/try/evaluate", lambda route: route.continue_(post_data=b" " * (1024 * 1024 + 1)))
+        tab.settle(lambda: tab.tab.fill('input[name="exercise.weeks_consistent"]', "3"))
+        assert "over 1 MiB" in tab.tab.text_content("#error") and "not evaluated" in tab.tab.text_content("#error")
+        assert tab.attr("#urgency", "data-urgency") == "" and not tab.tab.is_visible("#result-body")
+    finally:
+        tab.close(allowed=("status of 413",))

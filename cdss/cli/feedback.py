@@ -17,15 +17,15 @@ def feedback() -> None:
 
 @feedback.command("report")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
-              help="The feedback database (default: cdss-feedback.sqlite3, the service's default).")
+              help="The feedback database (default, as for cdss serve: $XDG_STATE_HOME/cdss/feedback.sqlite3, else ~/.local/state/cdss/feedback.sqlite3).")
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
 def report(db_path: Path | None, fmt: str) -> None:
     """Overrides per rule, most overridden first, with the override reasons and counts."""
-    from ..service.config import DEFAULT_FEEDBACK_DB
+    from ..service.config import default_feedback_db
     from ..service.feedback import FeedbackStore, StoreError, render_text
     from ..service.feedback import report as summarise
 
-    path = db_path or Path(DEFAULT_FEEDBACK_DB)
+    path = db_path or default_feedback_db()
     if not path.is_file():
         raise Fail(f"--db {path}: no such feedback database (cdss serve creates it; see its 'feedback in' line)",
                    EXIT_USAGE)

@@ -21,6 +21,9 @@ from .commands import EXIT_USAGE, Fail, _parse_params, _rules_option, load_rule_
 
 INSECURE_WARNING = ("cdss: WARNING: authentication is OFF (--insecure-no-auth): anyone who can reach this port can "
                     "submit patient data and read cards. For local trials only; never expose it to a network.")
+PAGES_WARNING = ("cdss: WARNING: web_pages = true with authentication on: the web pages (/, /rulebook, /try/evaluate) "
+                 "take NO token, so anyone who can reach this port can evaluate patient documents there. Serve them "
+                 "only on a trusted network, or set web_pages = false.")
 
 
 def log_config() -> dict[str, Any]:
@@ -45,7 +48,8 @@ def log_config() -> dict[str, Any]:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="Service configuration (TOML, YAML or JSON): issuers and keys, audience base URL, "
-                                   "CORS origins, feedback database. See docs/SERVICE.md.")
+                                   "CORS origins, feedback database (default: $XDG_STATE_HOME/cdss/feedback.sqlite3, else "
+                                   "~/.local/state/cdss/feedback.sqlite3). See docs/SERVICE.md.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a policy parameter (repeatable).")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept requests without a JWT (local trials only; warns on every start).")
 def serve(rules_path: Path | None, host: str, port: int, workers: int, config_path: Path | None, params: tuple[str, ...],
@@ -78,6 +82,8 @@ def serve(rules_path: Path | None, host: str, port: int, workers: int, config_pa
         raise Fail(f"--config: {error}", EXIT_USAGE) from None
     if insecure_no_auth:
         click.echo(INSECURE_WARNING, err=True)
+    elif config.pages_served:
+        click.echo(PAGES_WARNING, err=True)
     click.echo(f"cdss: serving {rules.info.id} {rules.info.version} ({rules.info.digest[:19]}...) at "
                f"http://{host}:{port}/cds-services with {workers} worker{'s' if workers != 1 else ''}; "
                f"feedback in {config.feedback_db}", err=True)

@@ -102,6 +102,24 @@ def _questionnaire_response(value: Any) -> Any:
     return value
 
 
+def _same_patient(document: Any, resource: Any, key: str, patient_id: str) -> None:
+    """The one patient check, on the document that will be evaluated (a QuestionnaireResponse already
+    converted): its patient_id, and the response's subject, must name context.patientId, or a 400."""
+    if isinstance(resource, dict) and isinstance(resource.get("subject"), dict):
+        subject = resource["subject"].get("reference")
+        if isinstance(subject, str) and subject not in (patient_id, f"Patient/{patient_id}"):
+            raise RequestProblem(400, "patient-mismatch", f"prefetch.{key}.subject is not context.patientId: the "
+                                 "answers may belong to another patient; nothing was evaluated",
+                                 path=f"$.prefetch.{key}.subject.reference", expected=f"Patient/{patient_id}"[:80],
+                                 found="a different reference")
+    if isinstance(document, dict) and "patient_id" in document and document["patient_id"] != patient_id:
+        where = "patient_id" if resource is None else "item[linkId=patient_id]"
+        raise RequestProblem(400, "patient-mismatch", f"the patient_id in prefetch.{key} is not context.patientId: "
+                             "the answers may belong to another patient; nothing was evaluated",
+                             path=f"$.prefetch.{key}.{where}", expected="the same id as context.patientId",
+                             found="a different id")
+
+
 def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     """The CDS Hooks app for one rule set; `config` says who may call it and where feedback is stored."""
     config.check()
@@ -177,6 +195,11 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         field(context, "$.context", "userId", "a non-empty string", nonempty_str)
         field(body, "$", "fhirServer", "a URL string", nonempty_str, required=False)
         prefetch = field(body, "$", "prefetch", "an object", lambda v: isinstance(v, dict), required=False) or {}
+        # the conversion, the evaluation and the SQLite write are blocking: off the event loop, so one slow
+        # call does not stall every other request (/healthz included)
+        return await run_in_threadpool(_answer, prefetch, patient_id)
+
+    def _answer(prefetch: dict[str, Any], patient_id: str) -> Response:
         document, key = _patient_document(prefetch, patient_id)
         return _evaluate(document, key)
 
@@ -189,32 +212,32 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
                                  "send one, so there is no doubt which answers the cards are based on")
         if has_patient:
             document = prefetch[PATIENT_KEY]
-            if isinstance(document, dict) and "patient_id" in document and document["patient_id"] != patient_id:
-                raise RequestProblem(400, "patient-mismatch", f"prefetch.{PATIENT_KEY}.patient_id is not context.patientId: "
-                                     "the answers may belong to another patient; nothing was evaluated",
-                                     path=f"$.prefetch.{PATIENT_KEY}.patient_id", expected="the same id as context.patientId",
-                                     found="a different id")
+            if isinstance(document, dict) and "resourceType" in document:
+                # RuleSet.evaluate would convert a QuestionnaireResponse itself, past the subject check below:
+                # a FHIR resource is only ever read under its own key, where its subject is checked too
+                where = (f"send a FHIR QuestionnaireResponse as prefetch.{QR_KEY}" if fhir_adapter is not None
+                         else "this server was installed without FHIR support (cdss.fhir)")
+                raise RequestProblem(400, "wrong-prefetch-key", f"prefetch.{PATIENT_KEY} holds a FHIR resource "
+                                     f"(resourceType); it takes a cdss patient document only: {where}; nothing was "
+                                     "evaluated", path=f"$.prefetch.{PATIENT_KEY}.resourceType",
+                                     expected="a cdss patient document (no resourceType)", found="a FHIR resource")
+            _same_patient(document, None, PATIENT_KEY, patient_id)
             return document, PATIENT_KEY
         if has_qr:
             if fhir_adapter is None:
                 raise RequestProblem(412, "fhir-unsupported", f"prefetch.{QR_KEY} was sent, but this server was installed "
                                      f"without FHIR support (cdss.fhir); send the answers as prefetch.{PATIENT_KEY}")
             resource = _questionnaire_response(prefetch[QR_KEY])
-            subject = resource.get("subject", {}).get("reference") if isinstance(resource, dict) and isinstance(
-                resource.get("subject"), dict) else None
-            if isinstance(subject, str) and subject not in (patient_id, f"Patient/{patient_id}"):
-                raise RequestProblem(400, "patient-mismatch", f"prefetch.{QR_KEY}.subject is not context.patientId: the "
-                                     "answers may belong to another patient; nothing was evaluated",
-                                     path=f"$.prefetch.{QR_KEY}.subject.reference", expected=f"Patient/{patient_id}"[:80],
-                                     found="a different reference")
             try:
-                return fhir_adapter(resource, rules), QR_KEY
+                document = fhir_adapter(resource, rules)
             except PatientDataError as error:
                 raise patient_problem(error, QR_KEY) from None
             except CdssError as error:  # whatever else the FHIR adapter refuses: still the caller's data
                 raise RequestProblem(400, "invalid-patient", f"prefetch.{QR_KEY}: {' '.join(str(error).split())[:300]}",
                                      document=f"$.prefetch.{QR_KEY}", path=getattr(error, "path", None),
                                      expected=getattr(error, "expected", None), found=getattr(error, "found", None)) from None
+            _same_patient(document, resource, QR_KEY, patient_id)
+            return document, QR_KEY
         keys = f"prefetch.{PATIENT_KEY}" + (f" or prefetch.{QR_KEY}" if fhir_adapter is not None else "")
         raise RequestProblem(412, "prefetch-missing", f"no {keys} in the request (or it was null): this service cannot "
                              "fetch the answers from the FHIR server, so it has nothing to evaluate")
@@ -246,7 +269,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
         await authenticate(request)
         service_or_404(service_id)
         items = feedback_items(parse_json(await request.body()), config.store_user_comments)
-        stored = store.record_feedback(service_id, items)
+        stored = await run_in_threadpool(store.record_feedback, service_id, items)  # SQLite blocks
         return {"stored": stored}
 
     if config.cors_origins:
@@ -257,7 +280,7 @@ def create_app(rules: RuleSet, config: ServiceConfig) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(AccessLog)
 
-    if config.web_pages:
+    if config.pages_served:
         web = _web_router(rules)
         if web is not None:
             app.include_router(web)

@@ -9,6 +9,7 @@ list would either refuse every EHR or, worse, trust the wrong one.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,12 @@ from urllib.parse import urlsplit
 
 from ..errors import CdssError
 
-DEFAULT_FEEDBACK_DB = "cdss-feedback.sqlite3"
+def default_feedback_db() -> Path:
+    """The per-user state file ($XDG_STATE_HOME/cdss/feedback.sqlite3, else ~/.local/state/...): never the
+    working directory, where a file of card uuids and token ids would be left behind or committed."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"  # XDG: relative is ignored
+    return base / "cdss" / "feedback.sqlite3"
 
 
 class ConfigError(CdssError):
@@ -40,12 +46,18 @@ class ServiceConfig:
     issuers: tuple[Issuer, ...] = ()
     auth: bool = True
     cors_origins: tuple[str, ...] = ()
-    feedback_db: Path = field(default_factory=lambda: Path(DEFAULT_FEEDBACK_DB))
-    web_pages: bool = True
+    feedback_db: Path = field(default_factory=default_feedback_db)
+    web_pages: bool | None = None  # None: the default, served only when authentication is off (see pages_served)
     store_user_comments: bool = False
     max_token_lifetime_seconds: int = 600
     clock_skew_seconds: int = 30
     max_body_bytes: int = 1024 * 1024
+
+    @property
+    def pages_served(self) -> bool:
+        """Whether the web pages (/, /rulebook, /try/evaluate, /static) are mounted. They take no token, so
+        with authentication on they are off unless the config says `web_pages = true` explicitly."""
+        return self.web_pages if self.web_pages is not None else not self.auth
 
     def issuer(self, iss: str) -> Issuer | None:
         for issuer in self.issuers:

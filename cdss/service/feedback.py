@@ -62,6 +62,12 @@ class FeedbackStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if not self.path.parent.exists():  # e.g. the default ~/.local/state/cdss: private, it holds token ids
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True)
+            except OSError as error:
+                raise StoreError(f"{self.path.parent}: cannot create the feedback directory "
+                                 f"({error.strerror or error})") from None
         try:
             self._db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 if TYPE_CHECKING:
@@ -270,12 +271,15 @@ class Pages:
         except InputProblem as problem:
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
         try:
-            assessment = self.rules.evaluate(document, trace=True)
+            # blocking work, off the event loop: a slow evaluation must not stall the service's other requests
+            assessment = await run_in_threadpool(self.rules.evaluate, document, trace=True)
         except PatientDataError as error:
             problem = patient_problem(error, document)
             return _error(400, problem.path, problem.expected, problem.found, problem.message, problem.hint)
         except CdssError as error:  # the engine failed: a bug, never the caller's fault, never an empty answer
-            return JSONResponse({"error": {"message": f"internal error: {error}"}}, status_code=500, headers=_NO_STORE)
+            return JSONResponse({"error": {"message": "The rule engine failed (a bug in cdss), so nothing was evaluated. "
+                                           "This is NOT an all-clear: assess the patient without this tool."}},
+                                status_code=500, headers=_NO_STORE)
         result = assessment.to_dict()
         trace = result.pop("trace", [])
         return JSONResponse({"result": result, "cds_hooks": assessment.to_cds_hooks(), "trace": trace},

@@ -148,6 +148,18 @@
     return { ok: response.ok, status: response.status, body: body };
   }
 
+  // Two error shapes reach this page: /try/evaluate's own {"error": {path, expected, found, message}}, and the
+  // service's flat {"error": code, "message"} from the layers in front of it (the 1 MiB limit, the last-guard 500).
+  function errorRecord(answer) {
+    const body = answer.body || {};
+    if (answer.status === 413) {
+      return { message: "The patient document is over 1 MiB, so it was not evaluated (a patient document is far smaller)." };
+    }
+    if (body.error && typeof body.error === "object") return body.error;
+    if (typeof body.message === "string" && body.message) return { message: body.message };
+    return { message: "The server answered HTTP " + answer.status + ": nothing was evaluated. This is not an all-clear." };
+  }
+
   let sequence = 0;
   async function update() {
     const mine = ++sequence;
@@ -169,7 +181,7 @@
     }
     if (mine !== sequence) return; // a newer answer is on its way: never show an older result
     if (!answer.ok || !answer.body || !answer.body.result) {
-      showError((answer.body && answer.body.error) || { message: "The server answered HTTP " + answer.status + "." });
+      showError(errorRecord(answer));
       return;
     }
     render(answer.body);
@@ -352,8 +364,8 @@
     let answer;
     try { answer = await post(doc); } catch (e) { loadError("The server could not be reached."); return; }
     if (!answer.ok) {
-      const e = (answer.body && answer.body.error) || {};
-      loadError(what + " was not loaded: " + (e.message || "HTTP " + answer.status) + (e.hint ? " (" + e.hint + ")" : "") + ". The form is unchanged.");
+      const e = errorRecord(answer);
+      loadError(what + " was not loaded: " + String(e.message).replace(/\.$/, "") + (e.hint ? " (" + e.hint + ")" : "") + ". The form is unchanged.");
       return;
     }
     loadError("");
