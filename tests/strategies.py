@@ -159,6 +159,9 @@ def strategy_for(node: dict[str, Any]) -> st.SearchStrategy[Any]:
         return st.sampled_from(values)
     if kind == "integer":
         ints = st.integers(min_value=node.get("minimum"), max_value=node.get("maximum"))
+        bounds = [b for b in (node.get("minimum"), node.get("maximum")) if b is not None]
+        if bounds:  # the bounds are where off-by-one bugs live: reach them often, not by luck
+            ints = ints | st.sampled_from(bounds)
         return ints | st.none() if here.nullable else ints
     if kind == "string":
         limit = node.get("maxLength")
