@@ -63,6 +63,7 @@ class LoadedRules:
     inventory: Path | None = None  # the guidance inventory file, when declared
     conflicts: tuple[Conflict, ...] = ()  # ruleset.yaml `conflicts:` (issue 17)
     scope: Scope = NO_SCOPE  # ruleset.yaml `scope:` (issue 17)
+    stands_alone: tuple[str, ...] = ()  # ruleset.yaml `stands_alone:` urgencies whose result shows only their own cards
 
 
 @dataclass
@@ -466,7 +467,9 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
     digest = hashlib.sha256(canonical_json(canonical).encode()).hexdigest()
     source_title = packs[0].metadata["source"]["title"]
     info = RuleSetInfo(rs_id, rs_title, rs_version, f"sha256:{digest}", source_title)
-    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance, conflicts=conflicts, scope=scope)
+    stands_alone = tuple(manifest.data.get("stands_alone") or ()) if manifest is not None else ()
+    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance, conflicts=conflicts, scope=scope,
+                       stands_alone=stands_alone)
 
 
 def _check_parameter(doc: YamlDocument, where: tuple[Any, ...], name: str, spec: dict[str, Any],

@@ -178,8 +178,9 @@ class Assembler:
     def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
                  params: Mapping[str, Any], params_key: str,
                  patient_key: Callable[[Mapping[str, Any]], str] = canonical, scope: Scope = NO_SCOPE,
-                 review: Mapping[str, Any] | None = None) -> None:
+                 review: Mapping[str, Any] | None = None, stands_alone: Sequence[str] = ()) -> None:
         self._info = info
+        self._stands_alone = frozenset(URGENCY_ORDER.index(u) for u in stands_alone)
         self._patient_key = patient_key  # must equal canonical(patient); patient.canonical_patient is faster
         self._version = version
         self._rules = rules
@@ -235,6 +236,8 @@ class Assembler:
         card, referral and plan outputs are not shown; its finding stays); among the shown cards
         at most one referral reaches each destination (the most urgent timeframe, then card
         order, keeps it); open questions are ranked and may lift urgency from none to self-care.
+        A result whose urgency the rule set declares `stands_alone` (e.g. emergency) shows only the
+        cards of rules at that urgency (the others give way to its heaviest rule) and asks nothing.
         """
         screening = screening_verdict([fact[key] for key in self._red_flag_keys])
         negative = screening == "negative"
@@ -269,7 +272,17 @@ class Assembler:
         for o in outputs:
             if o.urgency > urgency:
                 urgency = o.urgency
-        asked = self._questions(questions, urgency)
+        alone = urgency in self._stands_alone
+        tier_suppressed: set[str] = set()
+        if alone:  # `stands_alone:` this tier's rules speak alone: lower cards give way, nothing is asked
+            leader = next((o.id for o in active if o.urgency == urgency), None)
+            if leader is not None:
+                for o in active:
+                    if o.urgency < urgency:
+                        suppressed[o.id] = leader
+                        tier_suppressed.add(o.id)
+                active = [o for o in active if o.id not in suppressed]
+        asked = [] if alone else self._questions(questions, urgency)
         if any(q["could_change"] == "urgency" for q in asked) and urgency < QUESTION_FLOOR:
             urgency = QUESTION_FLOOR
         if negative and (exercises or notes):
@@ -334,6 +347,8 @@ class Assembler:
             for step in trace:
                 if step["rule"] in suppressed:
                     step["suppressed_by"] = suppressed[step["rule"]]
+                    if step["rule"] in tier_suppressed:
+                        step["stands_alone"] = URGENCY_ORDER[urgency]
                 if step["rule"] in merged:
                     step["referral_merged_into"] = merged[step["rule"]]
             result["trace"] = trace

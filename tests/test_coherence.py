@@ -200,11 +200,26 @@ def test_explain_says_which_rule_was_suppressed_by_which() -> None:
     doc = {"back_pain": {"present": True, "trend": "worsening"},
            "red_flags": dict(NEG, numbness_or_tingling_radiating_down_leg=True), "exercise": {"weeks_consistent": 8}}
     text = _text(doc, "--explain")
-    assert "superseded by red-flag-radiating-numbness-tingling" in text
+    assert "an emergency result stands alone, led by red-flag-radiating-numbness-tingling" in text
+    assert "superseded by escalation-pain-constant-or-worsening" in text  # refer gives way to the heavier escalation
     two = dict(NEG, numbness_or_tingling_radiating_down_leg=True, significant_leg_weakness=True)
     assert "referral merged into red-flag-radiating-numbness-tingling" in _text({"red_flags": two}, "--explain")
     referrals = text[text.index("Referrals ("):text.index("Cards (")]
     assert referrals.count("* to ") == 1 and "with back discomfort" not in referrals
+
+
+def test_an_emergency_stands_alone_in_json_and_cds_hooks() -> None:
+    """The review's finding: an emergency carried 'Deep buttock ache ... mistaken for sciatica' and a questions card."""
+    doc = {"back_pain": {"present": True}, "symptoms": {"deep_buttock_ache": True},
+           "red_flags": dict(NEG, numbness_or_tingling_radiating_down_leg=True)}
+    assessment = RULES.evaluate(doc)
+    result = assessment.to_dict()
+    assert [c["rule"] for c in result["cards"]] == ["red-flag-radiating-numbness-tingling"]
+    assert result["questions"] == [] and "deep-buttock-ache" in {f["code"] for f in result["findings"]}
+    hooks = assessment.to_cds_hooks()["cards"]
+    assert [c["indicator"] for c in hooks][0] == "critical"
+    assert [c["extension"]["invalid.cdss"].get("kind") for c in hooks[1:]] == ["review", "scope"]
+    assert "sciatica" not in json.dumps(hooks)
 
 
 def test_a_referral_says_when_in_plain_words() -> None:

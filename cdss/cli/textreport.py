@@ -242,7 +242,10 @@ def render_trace(trace: Iterable[Mapping[str, Any]]) -> list[str]:
         for step in group:
             mark = click.style("FIRED", fg="green", bold=True) if step["fired"] else click.style("  -  ", dim=True)
             relation = ""
-            if step.get("suppressed_by"):
+            if step.get("stands_alone"):
+                relation += (f"  (card, referral and plan give way: an {step['stands_alone']} result stands alone,"
+                             f" led by {step['suppressed_by']})")
+            elif step.get("suppressed_by"):
                 relation += f"  (card, referral and plan give way: superseded by {step['suppressed_by']})"
             if step.get("referral_merged_into"):
                 relation += f"  (referral merged into {step['referral_merged_into']}: one referral per destination)"
@@ -324,6 +327,8 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
     superseded_by = [r.id for r in rules.rules if rule.id in r.supersedes]
     if superseded_by:
         lines.append(f"  Superseded by: {', '.join(superseded_by)}")
+    if rule.urgency in rules.loaded.stands_alone:
+        lines.append(f"  Stands alone: a {rule.urgency} result shows only {rule.urgency} cards, and asks no questions")
     if rule.questions:
         lines.append("")
         lines.append(_heading("Questions (asked while unknown, when an answer could make this rule fire)"))
