@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
-from .fields import patient_fields
+from .fields import field_label, patient_fields
 from .model import (
     INDICATOR_ORDER,
     NO_SCOPE,
@@ -416,6 +416,8 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 """A hex digit with its top two bits set to the RFC 4122 variant (10xx), as uuid.uuid5 does."""
 
 _by_priority = operator.attrgetter("priority_rank")
+
+
 _by_card = operator.attrgetter("card_rank")
 
 
@@ -524,7 +526,7 @@ class Assessment:
             summary = (f"Answer {len(questions)} more question{'s' if len(questions) > 1 else ''}: "
                        + ("the advice could become more urgent" if lifts else "the exercise plan depends on them"))
             add("questions", "warning" if lifts else "info", summary,
-                "\n".join(f"- **{q['field']}**: {q['reason']}" for q in questions), questions)
+                "\n".join(f"- **{field_label(q['field'])}**: {q['reason']}" for q in questions), questions)
         review = data.get("review")
         if review and review.get("status") != "signed-off":
             pending = ", ".join(review.get("pending_packs", [])) or "unknown"

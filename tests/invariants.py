@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import cdss
+from cdss.fields import patient_fields
 from tests.strategies import ABSENT, get, put, red_flags, tristate_paths
 
 URGENCY_ORDER = ("none", "self-care", "see-professional", "emergency")
@@ -347,13 +348,16 @@ def check_urgency_raising_questions_are_asked(rules: cdss.RuleSet, doc: dict[str
 
 
 def check_card_texts_speak_plainly(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
-    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy"."""
+    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy", or shows a field path."""
     assessment = rules.evaluate(doc)
     cards = [*assessment.to_dict()["cards"], *assessment.to_cds_hooks()["cards"]]
+    paths = tuple(patient_fields())
     for card in cards:
-        text = f"{card['summary']}\n{card['detail']}\n{card.get('referral', {}).get('reason', '')}".lower()
+        text = f"{card['summary']}\n{card.get('detail', '')}\n{card.get('referral', {}).get('reason', '')}".lower()
         for word in PLAIN_WORDS_BANNED:
             assert word not in text, f"card {card.get('rule', card['source'])} says {word!r}"
+        shown = [p for p in paths if p in text]
+        assert shown == [], f"card {card.get('rule', card['source'])} shows field paths {shown}"
 
 
 def check_conflicts_exactly_when_documented(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:

@@ -156,7 +156,9 @@ def test_cds_hooks_cards_carry_the_dose_the_consistency_the_questions_the_review
     kinds = [next(iter(c["extension"]["invalid.cdss"])) for c in cards]
     assert "questions" in kinds and "review" in kinds and "scope" in kinds
     question_card = next(c for c in cards if "questions" in c["extension"]["invalid.cdss"])
-    assert question_card["indicator"] == "warning" and "exercise.weeks_consistent" in question_card["detail"]
+    assert question_card["indicator"] == "warning" and "Weeks of consistent targeted glute strengthening" in question_card["detail"]
+    assert "exercise.weeks_consistent" not in question_card["detail"]  # plain words, the path stays in the extension
+    assert question_card["extension"]["invalid.cdss"]["questions"][0]["field"] == "exercise.weeks_consistent"
     scope_card = next(c for c in cards if "scope" in c["extension"]["invalid.cdss"])
     assert "saddle" in scope_card["detail"] and "cancer" in scope_card["detail"]
     assert all(len(c["summary"]) < 140 for c in cards)
@@ -193,7 +195,9 @@ def test_the_empty_document_asks_the_red_flags_first() -> None:
     text = _text({})
     assert "ANSWER THE RED-FLAG QUESTIONS FIRST" in text
     first = text.index("Questions to answer")
-    assert text.index("red_flags.", first) < text.index("back_pain.present", first)
+    questions = text[first:text.index("\n\n", first)]
+    assert questions.index("Numbness or tingling") < questions.index("Low back pain or discomfort now")
+    assert "red_flags." not in questions and "back_pain.present" not in questions  # plain words, not field paths
 
 
 def test_explain_says_which_rule_was_suppressed_by_which() -> None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..fields import field_label
+
 if TYPE_CHECKING:
     from ..model import Rule
     from ..ruleset import RuleSet
@@ -135,7 +137,7 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
         lines.append(_heading(f"Questions to answer ({len(questions)}), most important first"))
         for question in questions:
             tag = "could make this more urgent" if question["could_change"] == "urgency" else "could change the plan"
-            lines.extend(_wrap(f"{question['field']} ({tag}): {question['reason']}", "    ", "  ? "))
+            lines.extend(_wrap(f"{field_label(question['field'])} ({tag}): {question['reason']}", "    ", "  ? "))
 
     findings = result["findings"]
     lines.append("")
