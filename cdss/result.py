@@ -418,6 +418,10 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 _by_priority = operator.attrgetter("priority_rank")
 
 
+def _by_indicator(card: Mapping[str, Any]) -> int:
+    return INDICATOR_ORDER.index(card["indicator"])
+
+
 _by_card = operator.attrgetter("card_rank")
 
 
@@ -477,9 +481,10 @@ class Assessment:
     def to_cds_hooks(self) -> dict[str, Any]:
         """A strict CDS Hooks response: `{"cards": [...]}`; cdss data under a reverse-domain extension.
 
-        The rule cards come first (critical first), then the result-level cards a host that shows
-        only cards must still see (issue 17): contradictory answers, open questions, a rule set
-        not yet signed off, and what this screen does not cover.
+        Every card sorted by indicator, critical -> warning -> info (the CDS Hooks contract), stably:
+        within one indicator the rule cards come first, then the result-level cards a host that
+        shows only cards must still see (issue 17): contradictory answers, open questions, a rule
+        set not yet signed off, and what this screen does not cover.
         """
         data = self._data
         cards = []
@@ -501,6 +506,7 @@ class Assessment:
                 del topic["display"]
             cards.append(hooks_card)
         cards.extend(self._coherence_cards())
+        cards.sort(key=_by_indicator)  # stable: critical -> warning -> info, each in the order added
         return {"cards": cards}
 
     def _coherence_cards(self) -> list[dict[str, Any]]:

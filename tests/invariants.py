@@ -348,7 +348,8 @@ def check_urgency_raising_questions_are_asked(rules: cdss.RuleSet, doc: dict[str
 
 
 def check_card_texts_speak_plainly(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
-    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy", or shows a field path."""
+    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy", or shows a field path;
+    CDS Hooks cards come critical -> warning -> info."""
     assessment = rules.evaluate(doc)
     cards = [*assessment.to_dict()["cards"], *assessment.to_cds_hooks()["cards"]]
     paths = tuple(patient_fields())
@@ -358,6 +359,8 @@ def check_card_texts_speak_plainly(rules: cdss.RuleSet, doc: dict[str, Any]) -> 
             assert word not in text, f"card {card.get('rule', card['source'])} says {word!r}"
         shown = [p for p in paths if p in text]
         assert shown == [], f"card {card.get('rule', card['source'])} shows field paths {shown}"
+    indicators = [INDICATORS.index(c["indicator"]) for c in assessment.to_cds_hooks()["cards"]]
+    assert indicators == sorted(indicators), f"CDS Hooks cards not critical -> warning -> info: {indicators}"
 
 
 def check_conflicts_exactly_when_documented(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:

@@ -159,6 +159,8 @@ def test_cds_hooks_cards_carry_the_dose_the_consistency_the_questions_the_review
     assert question_card["indicator"] == "warning" and "Weeks of consistent targeted glute strengthening" in question_card["detail"]
     assert "exercise.weeks_consistent" not in question_card["detail"]  # plain words, the path stays in the extension
     assert question_card["extension"]["invalid.cdss"]["questions"][0]["field"] == "exercise.weeks_consistent"
+    assert [c["indicator"] for c in cards] == sorted((c["indicator"] for c in cards),
+                                                     key=["critical", "warning", "info"].index)
     scope_card = next(c for c in cards if "scope" in c["extension"]["invalid.cdss"])
     assert "saddle" in scope_card["detail"] and "cancer" in scope_card["detail"]
     assert all(len(c["summary"]) < 140 for c in cards)
