@@ -644,7 +644,7 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
     then = raw["then"]
     texts: list[tuple[tuple[Any, ...], str]] = []
     for section, keys in (("card", ("summary", "detail")), ("finding", ("text",)), ("plan", ("note",)),
-                          ("referral", ("reason",)), ("exercise", ("instructions",))):
+                          ("referral", ("reason", "within")), ("exercise", ("instructions",))):
         for key in keys:
             if section in then and key in then[section]:
                 texts.append(((*base, "then", section, key), then[section][key]))
@@ -657,6 +657,16 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
                 out.add(doc, where, rule_id, f"placeholder names undeclared parameter '{m.group(1)}'{nearest(m.group(1), parameters)}")
             else:
                 refs.add(m.group(1))
+    weeks = (then.get("referral") or {}).get("weeks")
+    if isinstance(weeks, dict):
+        pname = weeks["param"]
+        if pname not in parameters:
+            out.add(doc, (*base, "then", "referral", "weeks", "param"), rule_id,
+                    f"parameter '{pname}' is not declared{nearest(pname, parameters)}")
+        elif parameters[pname].type != "integer":
+            out.add(doc, (*base, "then", "referral", "weeks"), rule_id, f"parameter '{pname}' must be an integer")
+        else:
+            refs.add(pname)
     exercise = then.get("exercise")
     if exercise:
         for rng in ("sets", "reps"):
@@ -717,9 +727,13 @@ def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any
     if len(set(supersedes)) != len(supersedes):
         out.add(doc, (*base, "supersedes"), rule_id, "supersedes lists a rule twice")
     referral = raw["then"].get("referral") or {}
-    if referral.get("timeframe") == "soon" and "within" not in referral:
+    if referral.get("timeframe") == "soon":
         out.add(doc, (*base, "then", "referral", "timeframe"), rule_id,
-                "timeframe soon says nothing concrete: add `within` (e.g. \"within {{ params.NAME }} weeks\")", "warning")
+                "timeframe soon says nothing concrete: write `timeframe: within-weeks` with `weeks: {param: NAME}` "
+                "and `within` (e.g. \"within {{ params.NAME }} weeks\")", "warning")
+    if (referral.get("timeframe") == "within-weeks") != ("weeks" in referral):
+        out.add(doc, (*base, "then", "referral"), rule_id,
+                "timeframe within-weeks and `weeks` go together: give both (the deadline in weeks) or neither")
     questions = []
     read = {leaf.field.path for leaf in _leaves(condition)} if condition is not None else set()
     fields = patient_fields()

@@ -60,8 +60,9 @@ PLAN_NOTE = {
 QUESTION_FLOOR = URGENCY_ORDER.index("self-care")
 """While a question that could raise urgency is open, urgency is never `none` (unknown is not "no")."""
 
-TIMEFRAME_ORDER = ("immediately", "soon", "routine")
-"""Most urgent first: of two referrals to one destination, the earlier timeframe is kept."""
+TIMEFRAME_ORDER = ("immediately", "soon", "within-weeks", "routine")
+"""Most urgent first: of two referrals to one destination, the earlier timeframe (then fewer weeks) is kept.
+`soon` (older rule sets) is left where it was, before the concrete `within-weeks`."""
 
 
 def render(text: str, params: Mapping[str, Any]) -> str:
@@ -136,7 +137,8 @@ class _RuleOutputs:
             self.card = (rule.indicator, render(card["summary"], params), render(card["detail"], params),
                          source_title, rule.section, rule.quote,
                          (tuple(referral["to"]), referral.get("timeframe", "routine"), render(referral["reason"], params),
-                          render(referral["within"], params) if "within" in referral else None)
+                          render(referral["within"], params) if "within" in referral else None,
+                          resolve_bound(referral["weeks"], params) if "weeks" in referral else None)
                          if referral else None)
             if uuid_prefix is not None:
                 try:
@@ -163,6 +165,8 @@ class _RuleOutputs:
             card["referral"] = {"to": list(referral[0]), "timeframe": referral[1], "reason": referral[2]}
             if referral[3] is not None:
                 card["referral"]["within"] = referral[3]
+            if referral[4] is not None:
+                card["referral"]["weeks"] = referral[4]
         return card
 
 
@@ -408,8 +412,9 @@ class Assembler:
         return "".join(parts)
 
 
-def _by_referral(o: _RuleOutputs) -> tuple[int, int]:
-    return TIMEFRAME_ORDER.index(o.card[6][1]), o.card_rank  # type: ignore[index]
+def _by_referral(o: _RuleOutputs) -> tuple[int, int, int]:
+    referral = o.card[6]  # type: ignore[index]
+    return TIMEFRAME_ORDER.index(referral[1]), referral[4] or 0, o.card_rank
 
 
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}

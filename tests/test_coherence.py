@@ -78,7 +78,17 @@ def test_internal_words_in_a_card_are_a_warning_with_the_line(tmp_path: Path, te
     assert words[0].line == line_of(tmp_path / "pack.yaml", text)
 
 
-def test_a_soon_referral_without_within_is_a_warning(tmp_path: Path) -> None:
+def test_within_weeks_needs_weeks(tmp_path: Path) -> None:
+    """A concrete deadline is data: `timeframe: within-weeks` without `weeks` (or the reverse) is an error."""
+    for referral in ("{to: [physician], timeframe: within-weeks, reason: pain}",
+                     "{to: [physician], timeframe: routine, weeks: 2, reason: pain}"):
+        body = rules_body({"ref-rule": GOOD_WHEN}).replace('detail: detail}', f'detail: detail}}\n      referral: {referral}')
+        write_rule_set(tmp_path, body)
+        loaded, problems = collect(tmp_path)
+        assert loaded is None and any("within-weeks and `weeks` go together" in p.message for p in problems)
+
+
+def test_a_soon_referral_is_a_warning(tmp_path: Path) -> None:
     """A warning, not an error: rule sets written before issue 17 (and `cdss diff` against them) still load."""
     body = rules_body({"ref-rule": GOOD_WHEN}).replace(
         'detail: detail}', 'detail: detail}\n      referral: {to: [physician], timeframe: soon, reason: pain}')
