@@ -88,6 +88,23 @@ def test_within_weeks_needs_weeks(tmp_path: Path) -> None:
         assert loaded is None and any("within-weeks and `weeks` go together" in p.message for p in problems)
 
 
+def test_the_review_refers_within_weeks_and_fhir_says_routine_with_a_deadline() -> None:
+    doc = {"back_pain": {"present": True}, "red_flags": NEG, "exercise": {"stage": "activation", "weeks_consistent": 4}}
+    assessment = RULES.evaluate(doc)
+    referrals = [c for c in assessment.cards if "referral" in c]
+    assert [c["rule"] for c in referrals] == ["escalation-persisting-pain-review"]
+    assert referrals[0]["referral"] == {
+        "to": ["physical therapist", "physician"], "timeframe": "within-weeks",
+        "reason": ("Back pain persisting after 4 or more weeks of consistent targeted glute strengthening; "
+                   "a professional review is needed."), "within": "within 2 weeks", "weeks": 2}
+    other = RULES.with_parameters({"professional_evaluation_within_weeks": 3}).evaluate(doc).cards
+    assert [c["referral"]["weeks"] for c in other if "referral" in c] == [3]
+    hooks = [c for c in assessment.to_cds_hooks()["cards"] if "referral" in c["extension"]["invalid.cdss"]]
+    assert hooks[0]["extension"]["invalid.cdss"]["referral"]["timeframe"] == "within-weeks"
+    text = _text(doc)
+    assert "Referrals (1)" in text and "within 2 weeks" in text
+
+
 def test_a_soon_referral_is_a_warning(tmp_path: Path) -> None:
     """A warning, not an error: rule sets written before issue 17 (and `cdss diff` against them) still load."""
     body = rules_body({"ref-rule": GOOD_WHEN}).replace(
