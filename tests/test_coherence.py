@@ -250,7 +250,7 @@ def test_an_emergency_stands_alone_in_json_and_cds_hooks() -> None:
     assert [c["rule"] for c in result["cards"]] == ["red-flag-radiating-numbness-tingling"]
     assert result["questions"] == [] and "deep-buttock-ache" in {f["code"] for f in result["findings"]}
     hooks = assessment.to_cds_hooks()["cards"]
-    assert [c["indicator"] for c in hooks][0] == "critical"
+    assert hooks[0]["indicator"] == "critical"
     assert [c["extension"]["invalid.cdss"].get("kind") for c in hooks[1:]] == ["review", "scope"]
     assert "sciatica" not in json.dumps(hooks)
 

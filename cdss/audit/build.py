@@ -468,8 +468,8 @@ def describe_outputs(rule: Rule, params: dict[str, Any], superseded_by: tuple[st
         out.append(Output("plan", tuple(items)))
     relations = ([("supersedes", ", ".join(rule.supersedes))] if rule.supersedes else []) + (
         [("superseded by", ", ".join(superseded_by))] if superseded_by else []) + (
-        [("stands alone", f"when this fires the result is {rule.urgency}: the cards of lower-urgency rules give way"
-                          " (their findings stay) and no questions are asked")] if stands_alone else [])
+        [("stands alone", (f"when this fires the result is {rule.urgency}: the cards of lower-urgency rules give way"
+                           " (their findings stay) and no questions are asked"))] if stands_alone else [])
     if relations:
         out.append(Output("relations", tuple(relations)))
     if rule.questions:
