@@ -6,6 +6,7 @@ readable by rules, a field removed makes every rule that reads it fail to load.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -35,6 +36,12 @@ class Field:
         return self.path.replace(".", "__")
 
     @property
+    def label(self) -> str:
+        """The field in plain words for people (its schema description without guidance ids), never its path."""
+        text = _GUIDANCE_REFS.sub("", self.description).strip().rstrip(".").strip()
+        return text or self.path.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+
+    @property
     def domain(self) -> tuple[Any, ...]:
         """Every value the field can take in the flat fact (finite kinds only)."""
         if self.kind == "tristate":
@@ -42,6 +49,15 @@ class Field:
         if self.kind == "enum":
             return (*self.values, UNKNOWN)
         raise ValueError(f"{self.path} has no finite domain")
+
+
+_GUIDANCE_REFS = re.compile(r"\s*\((?:G-[A-Z]+-\d+(?:,\s*)?)+\)")
+
+
+def field_label(path: str) -> str:
+    """The plain words for a field path (as `Field.label`); an unknown path is shown as its last part."""
+    fld = patient_fields().get(path)
+    return fld.label if fld is not None else path.rsplit(".", 1)[-1].replace("_", " ").capitalize()
 
 
 def _walk(node: dict[str, Any], defs: dict[str, Any], prefix: str, out: dict[str, Field]) -> None:

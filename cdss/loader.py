@@ -63,6 +63,7 @@ class LoadedRules:
     inventory: Path | None = None  # the guidance inventory file, when declared
     conflicts: tuple[Conflict, ...] = ()  # ruleset.yaml `conflicts:` (issue 17)
     scope: Scope = NO_SCOPE  # ruleset.yaml `scope:` (issue 17)
+    stands_alone: tuple[str, ...] = ()  # ruleset.yaml `stands_alone:` urgencies whose result shows only their own cards
 
 
 @dataclass
@@ -466,7 +467,9 @@ def _build(root: Path, manifest: YamlDocument | None, docs: list[YamlDocument], 
     digest = hashlib.sha256(canonical_json(canonical).encode()).hexdigest()
     source_title = packs[0].metadata["source"]["title"]
     info = RuleSetInfo(rs_id, rs_title, rs_version, f"sha256:{digest}", source_title)
-    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance, conflicts=conflicts, scope=scope)
+    stands_alone = tuple(manifest.data.get("stands_alone") or ()) if manifest is not None else ()
+    return LoadedRules(info, root, tuple(packs), tuple(rules), parameters, guidance, conflicts=conflicts, scope=scope,
+                       stands_alone=stands_alone)
 
 
 def _check_parameter(doc: YamlDocument, where: tuple[Any, ...], name: str, spec: dict[str, Any],
@@ -641,7 +644,7 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
     then = raw["then"]
     texts: list[tuple[tuple[Any, ...], str]] = []
     for section, keys in (("card", ("summary", "detail")), ("finding", ("text",)), ("plan", ("note",)),
-                          ("referral", ("reason",)), ("exercise", ("instructions",))):
+                          ("referral", ("reason", "within")), ("exercise", ("instructions",))):
         for key in keys:
             if section in then and key in then[section]:
                 texts.append(((*base, "then", section, key), then[section][key]))
@@ -654,6 +657,16 @@ def _check_outputs(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any]
                 out.add(doc, where, rule_id, f"placeholder names undeclared parameter '{m.group(1)}'{nearest(m.group(1), parameters)}")
             else:
                 refs.add(m.group(1))
+    weeks = (then.get("referral") or {}).get("weeks")
+    if isinstance(weeks, dict):
+        pname = weeks["param"]
+        if pname not in parameters:
+            out.add(doc, (*base, "then", "referral", "weeks", "param"), rule_id,
+                    f"parameter '{pname}' is not declared{nearest(pname, parameters)}")
+        elif parameters[pname].type != "integer":
+            out.add(doc, (*base, "then", "referral", "weeks"), rule_id, f"parameter '{pname}' must be an integer")
+        else:
+            refs.add(pname)
     exercise = then.get("exercise")
     if exercise:
         for rng in ("sets", "reps"):
@@ -714,9 +727,13 @@ def _rule_relations(doc: YamlDocument, base: tuple[Any, ...], raw: dict[str, Any
     if len(set(supersedes)) != len(supersedes):
         out.add(doc, (*base, "supersedes"), rule_id, "supersedes lists a rule twice")
     referral = raw["then"].get("referral") or {}
-    if referral.get("timeframe") == "soon" and "within" not in referral:
+    if referral.get("timeframe") == "soon":
         out.add(doc, (*base, "then", "referral", "timeframe"), rule_id,
-                "timeframe soon says nothing concrete: add `within` (e.g. \"within {{ params.NAME }} weeks\")", "warning")
+                "timeframe soon says nothing concrete: write `timeframe: within-weeks` with `weeks: {param: NAME}` "
+                "and `within` (e.g. \"within {{ params.NAME }} weeks\")", "warning")
+    if (referral.get("timeframe") == "within-weeks") != ("weeks" in referral):
+        out.add(doc, (*base, "then", "referral"), rule_id,
+                "timeframe within-weeks and `weeks` go together: give both (the deadline in weeks) or neither")
     questions = []
     read = {leaf.field.path for leaf in _leaves(condition)} if condition is not None else set()
     fields = patient_fields()

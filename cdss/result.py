@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
-from .fields import patient_fields
+from .fields import field_label, patient_fields
 from .model import (
     INDICATOR_ORDER,
     NO_SCOPE,
@@ -60,8 +60,9 @@ PLAN_NOTE = {
 QUESTION_FLOOR = URGENCY_ORDER.index("self-care")
 """While a question that could raise urgency is open, urgency is never `none` (unknown is not "no")."""
 
-TIMEFRAME_ORDER = ("immediately", "soon", "routine")
-"""Most urgent first: of two referrals to one destination, the earlier timeframe is kept."""
+TIMEFRAME_ORDER = ("immediately", "soon", "within-weeks", "routine")
+"""Most urgent first: of two referrals to one destination, the earlier timeframe (then fewer weeks) is kept.
+`soon` (older rule sets) is left where it was, before the concrete `within-weeks`."""
 
 
 def render(text: str, params: Mapping[str, Any]) -> str:
@@ -136,7 +137,8 @@ class _RuleOutputs:
             self.card = (rule.indicator, render(card["summary"], params), render(card["detail"], params),
                          source_title, rule.section, rule.quote,
                          (tuple(referral["to"]), referral.get("timeframe", "routine"), render(referral["reason"], params),
-                          render(referral["within"], params) if "within" in referral else None)
+                          render(referral["within"], params) if "within" in referral else None,
+                          resolve_bound(referral["weeks"], params) if "weeks" in referral else None)
                          if referral else None)
             if uuid_prefix is not None:
                 try:
@@ -163,6 +165,8 @@ class _RuleOutputs:
             card["referral"] = {"to": list(referral[0]), "timeframe": referral[1], "reason": referral[2]}
             if referral[3] is not None:
                 card["referral"]["within"] = referral[3]
+            if referral[4] is not None:
+                card["referral"]["weeks"] = referral[4]
         return card
 
 
@@ -178,8 +182,9 @@ class Assembler:
     def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
                  params: Mapping[str, Any], params_key: str,
                  patient_key: Callable[[Mapping[str, Any]], str] = canonical, scope: Scope = NO_SCOPE,
-                 review: Mapping[str, Any] | None = None) -> None:
+                 review: Mapping[str, Any] | None = None, stands_alone: Sequence[str] = ()) -> None:
         self._info = info
+        self._stands_alone = frozenset(URGENCY_ORDER.index(u) for u in stands_alone)
         self._patient_key = patient_key  # must equal canonical(patient); patient.canonical_patient is faster
         self._version = version
         self._rules = rules
@@ -235,6 +240,8 @@ class Assembler:
         card, referral and plan outputs are not shown; its finding stays); among the shown cards
         at most one referral reaches each destination (the most urgent timeframe, then card
         order, keeps it); open questions are ranked and may lift urgency from none to self-care.
+        A result whose urgency the rule set declares `stands_alone` (e.g. emergency) shows only the
+        cards of rules at that urgency (the others give way to its heaviest rule) and asks nothing.
         """
         screening = screening_verdict([fact[key] for key in self._red_flag_keys])
         negative = screening == "negative"
@@ -269,7 +276,17 @@ class Assembler:
         for o in outputs:
             if o.urgency > urgency:
                 urgency = o.urgency
-        asked = self._questions(questions, urgency)
+        alone = urgency in self._stands_alone
+        tier_suppressed: set[str] = set()
+        if alone:  # `stands_alone:` this tier's rules speak alone: lower cards give way, nothing is asked
+            leader = next((o.id for o in active if o.urgency == urgency), None)
+            if leader is not None:
+                for o in active:
+                    if o.urgency < urgency:
+                        suppressed[o.id] = leader
+                        tier_suppressed.add(o.id)
+                active = [o for o in active if o.id not in suppressed]
+        asked = [] if alone else self._questions(questions, urgency)
         if any(q["could_change"] == "urgency" for q in asked) and urgency < QUESTION_FLOOR:
             urgency = QUESTION_FLOOR
         if negative and (exercises or notes):
@@ -334,6 +351,8 @@ class Assembler:
             for step in trace:
                 if step["rule"] in suppressed:
                     step["suppressed_by"] = suppressed[step["rule"]]
+                    if step["rule"] in tier_suppressed:
+                        step["stands_alone"] = URGENCY_ORDER[urgency]
                 if step["rule"] in merged:
                     step["referral_merged_into"] = merged[step["rule"]]
             result["trace"] = trace
@@ -393,14 +412,21 @@ class Assembler:
         return "".join(parts)
 
 
-def _by_referral(o: _RuleOutputs) -> tuple[int, int]:
-    return TIMEFRAME_ORDER.index(o.card[6][1]), o.card_rank  # type: ignore[index]
+def _by_referral(o: _RuleOutputs) -> tuple[int, int, int]:
+    referral = o.card[6]  # type: ignore[index]
+    return TIMEFRAME_ORDER.index(referral[1]), referral[4] or 0, o.card_rank
 
 
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 """A hex digit with its top two bits set to the RFC 4122 variant (10xx), as uuid.uuid5 does."""
 
 _by_priority = operator.attrgetter("priority_rank")
+
+
+def _by_indicator(card: Mapping[str, Any]) -> int:
+    return INDICATOR_ORDER.index(card["indicator"])
+
+
 _by_card = operator.attrgetter("card_rank")
 
 
@@ -460,9 +486,10 @@ class Assessment:
     def to_cds_hooks(self) -> dict[str, Any]:
         """A strict CDS Hooks response: `{"cards": [...]}`; cdss data under a reverse-domain extension.
 
-        The rule cards come first (critical first), then the result-level cards a host that shows
-        only cards must still see (issue 17): contradictory answers, open questions, a rule set
-        not yet signed off, and what this screen does not cover.
+        Every card sorted by indicator, critical -> warning -> info (the CDS Hooks contract), stably:
+        within one indicator the rule cards come first, then the result-level cards a host that
+        shows only cards must still see (issue 17): contradictory answers, open questions, a rule
+        set not yet signed off, and what this screen does not cover.
         """
         data = self._data
         cards = []
@@ -484,6 +511,7 @@ class Assessment:
                 del topic["display"]
             cards.append(hooks_card)
         cards.extend(self._coherence_cards())
+        cards.sort(key=_by_indicator)  # stable: critical -> warning -> info, each in the order added
         return {"cards": cards}
 
     def _coherence_cards(self) -> list[dict[str, Any]]:
@@ -509,7 +537,7 @@ class Assessment:
             summary = (f"Answer {len(questions)} more question{'s' if len(questions) > 1 else ''}: "
                        + ("the advice could become more urgent" if lifts else "the exercise plan depends on them"))
             add("questions", "warning" if lifts else "info", summary,
-                "\n".join(f"- **{q['field']}**: {q['reason']}" for q in questions), questions)
+                "\n".join(f"- **{field_label(q['field'])}**: {q['reason']}" for q in questions), questions)
         review = data.get("review")
         if review and review.get("status") != "signed-off":
             pending = ", ".join(review.get("pending_packs", [])) or "unknown"

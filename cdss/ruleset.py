@@ -52,7 +52,8 @@ class RuleSet:
         self._rule_ids = frozenset(self._rules)
         self._assembler = Assembler(info=loaded.info, version=__version__, rules=self._rules, needed=self._needed,
                                     params=self._params, params_key=self._params_key, patient_key=canonical_patient,
-                                    scope=loaded.scope, review=review_status(loaded.packs))
+                                    scope=loaded.scope, review=review_status(loaded.packs),
+                                    stands_alone=loaded.stands_alone)
         self._questions = QuestionFinder(loaded.rules, values)
         self._engine: Any = None
         self._engine_lock = threading.Lock()

@@ -18,7 +18,7 @@ from .evidence import SourceDocument
 from .fields import patient_fields
 from .model import Conflict, GuidanceItem, Origin, Pack, Parameter, Question, Rationale, Rule, RuleSetInfo, Scope
 
-VERSION = 2  # 2: issue 17 (rule relations and questions, rule-set conflicts and scope)
+VERSION = 3  # 2: issue 17 (rule relations and questions, rule-set conflicts and scope); 3: stands_alone
 
 
 def dump(loaded: Any) -> str | None:
@@ -36,6 +36,7 @@ def dump(loaded: Any) -> str | None:
         "conflicts": [[c.id, list(c.fields), c.message, _condition(c.when), c.when_data, _origin(c.where)]
                       for c in loaded.conflicts],
         "scope": [loaded.scope.statement, list(loaded.scope.not_covered)],
+        "stands_alone": list(loaded.stands_alone),
     }
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
@@ -67,7 +68,8 @@ def load(text: str, root: Path) -> Any:
     statement, not_covered = _list(data["scope"])
     scope = Scope(_str(statement), tuple(_str(item) for item in _list(not_covered)))
     return LoadedRules(info, root, packs, rules, parameters, guidance, warnings, sources, inventory,
-                       conflicts=conflicts, scope=scope)
+                       conflicts=conflicts, scope=scope,
+                       stands_alone=tuple(_str(u) for u in _list(data["stands_alone"])))
 
 
 # ---------------------------------------------------------------- writing

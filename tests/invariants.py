@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import cdss
+from cdss.fields import patient_fields
 from tests.strategies import ABSENT, get, put, red_flags, tristate_paths
 
 URGENCY_ORDER = ("none", "self-care", "see-professional", "emergency")
@@ -186,8 +187,16 @@ def check_cards_are_sourced_and_agree_with_trace(rules: cdss.RuleSet, doc: dict[
         assert source.get("quote") and source["quote"] in source_text, f"{rule}: quote not found in the source: {source.get('quote')!r}"
     negative = result["red_flag_screening"] == "negative"
     suppressed = {step["rule"]: step["suppressed_by"] for step in result["trace"] if step.get("suppressed_by")}
-    for rule_id, by in suppressed.items():  # a rule gives way only to a fired rule that declares it supersedes it
-        assert rule_id in fired and by in fired and rule_id in rules.rule(by).supersedes, (rule_id, by)
+    tier = {step["rule"]: step["stands_alone"] for step in result["trace"] if step.get("stands_alone")}
+    for rule_id, by in suppressed.items():  # a rule gives way only to a fired rule that supersedes it, or to a
+        # fired rule of the result's urgency when the rule set declares that urgency stands alone
+        assert rule_id in fired and by in fired, (rule_id, by)
+        if rule_id in tier:
+            assert tier[rule_id] == result["urgency"] == rules.rule(by).urgency, (rule_id, by, tier[rule_id])
+            assert result["urgency"] in rules.loaded.stands_alone, (rule_id, by)
+            assert rank(rules.rule(rule_id).urgency) < rank(result["urgency"]), (rule_id, by)
+        else:
+            assert rule_id in rules.rule(by).supersedes, (rule_id, by)
     expected = {rid for rid in fired if "card" in rules.rule(rid).then and rid not in suppressed
                 and (negative or rules.rule(rid).category not in GATED_CATEGORIES)}
     shown = [card["rule"] for card in result["cards"]]
@@ -263,6 +272,24 @@ def check_emergency_carries_one_referral(rules: cdss.RuleSet, doc: dict[str, Any
     assert lesser == [], f"emergency result also shows lower referral/escalation cards {lesser}"
 
 
+def check_emergency_stands_alone(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    """An emergency result shows only critical emergency rule cards and asks no questions; its CDS Hooks
+    response adds only the review-status and scope cards, after them."""
+    assessment = rules.evaluate(doc)
+    result = assessment.to_dict()
+    if result["urgency"] != "emergency":
+        return
+    lesser = [c["rule"] for c in result["cards"]
+              if c["indicator"] != "critical" or rules.rule(c["rule"]).urgency != "emergency"]
+    assert lesser == [], f"emergency result also shows lower cards {lesser}"
+    assert result["questions"] == [], f"emergency result asks {[q['field'] for q in result['questions']]}"
+    hooks = assessment.to_cds_hooks()["cards"]
+    kinds = [c["extension"]["invalid.cdss"].get("kind", "rule") for c in hooks]
+    rule_kinds = kinds[:len(result["cards"])]
+    assert rule_kinds == ["rule"] * len(result["cards"]) and set(kinds[len(rule_kinds):]) <= {"review", "scope"}, (
+        f"emergency CDS Hooks cards are {kinds}")
+
+
 def check_one_referral_per_destination(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
     """No two referrals share a destination, and a review is never shown next to a referral (one escalation card)."""
     result = result_of(rules, doc)
@@ -321,13 +348,19 @@ def check_urgency_raising_questions_are_asked(rules: cdss.RuleSet, doc: dict[str
 
 
 def check_card_texts_speak_plainly(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
-    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy"."""
+    """No card (result or CDS Hooks) says "source says", "this rule", "fires" or "policy", or shows a field path;
+    CDS Hooks cards come critical -> warning -> info."""
     assessment = rules.evaluate(doc)
     cards = [*assessment.to_dict()["cards"], *assessment.to_cds_hooks()["cards"]]
+    paths = tuple(patient_fields())
     for card in cards:
-        text = f"{card['summary']}\n{card['detail']}\n{card.get('referral', {}).get('reason', '')}".lower()
+        text = f"{card['summary']}\n{card.get('detail', '')}\n{card.get('referral', {}).get('reason', '')}".lower()
         for word in PLAIN_WORDS_BANNED:
             assert word not in text, f"card {card.get('rule', card['source'])} says {word!r}"
+        shown = [p for p in paths if p in text]
+        assert shown == [], f"card {card.get('rule', card['source'])} shows field paths {shown}"
+    indicators = [INDICATORS.index(c["indicator"]) for c in assessment.to_cds_hooks()["cards"]]
+    assert indicators == sorted(indicators), f"CDS Hooks cards not critical -> warning -> info: {indicators}"
 
 
 def check_conflicts_exactly_when_documented(rules: cdss.RuleSet, doc: dict[str, Any]) -> None:
@@ -348,6 +381,7 @@ PER_DOCUMENT_CHECKS: dict[str, Callable[..., None]] = {
     "yes never lowers urgency": check_yes_never_lowers_urgency,
     "more weeks never lower urgency": check_more_weeks_never_lower_urgency,
     "emergency carries one referral": check_emergency_carries_one_referral,
+    "emergency stands alone": check_emergency_stands_alone,
     "one referral per destination": check_one_referral_per_destination,
     "compound plan only when the gate is met": check_compound_plan_only_when_gate_met,
     "card texts speak plainly": check_card_texts_speak_plainly,

@@ -78,7 +78,34 @@ def test_internal_words_in_a_card_are_a_warning_with_the_line(tmp_path: Path, te
     assert words[0].line == line_of(tmp_path / "pack.yaml", text)
 
 
-def test_a_soon_referral_without_within_is_a_warning(tmp_path: Path) -> None:
+def test_within_weeks_needs_weeks(tmp_path: Path) -> None:
+    """A concrete deadline is data: `timeframe: within-weeks` without `weeks` (or the reverse) is an error."""
+    for referral in ("{to: [physician], timeframe: within-weeks, reason: pain}",
+                     "{to: [physician], timeframe: routine, weeks: 2, reason: pain}"):
+        body = rules_body({"ref-rule": GOOD_WHEN}).replace('detail: detail}', f'detail: detail}}\n      referral: {referral}')
+        write_rule_set(tmp_path, body)
+        loaded, problems = collect(tmp_path)
+        assert loaded is None and any("within-weeks and `weeks` go together" in p.message for p in problems)
+
+
+def test_the_review_refers_within_weeks_and_fhir_says_routine_with_a_deadline() -> None:
+    doc = {"back_pain": {"present": True}, "red_flags": NEG, "exercise": {"stage": "activation", "weeks_consistent": 4}}
+    assessment = RULES.evaluate(doc)
+    referrals = [c for c in assessment.cards if "referral" in c]
+    assert [c["rule"] for c in referrals] == ["escalation-persisting-pain-review"]
+    assert referrals[0]["referral"] == {
+        "to": ["physical therapist", "physician"], "timeframe": "within-weeks",
+        "reason": ("Back pain persisting after 4 or more weeks of consistent targeted glute strengthening; "
+                   "a professional review is needed."), "within": "within 2 weeks", "weeks": 2}
+    other = RULES.with_parameters({"professional_evaluation_within_weeks": 3}).evaluate(doc).cards
+    assert [c["referral"]["weeks"] for c in other if "referral" in c] == [3]
+    hooks = [c for c in assessment.to_cds_hooks()["cards"] if "referral" in c["extension"]["invalid.cdss"]]
+    assert hooks[0]["extension"]["invalid.cdss"]["referral"]["timeframe"] == "within-weeks"
+    text = _text(doc)
+    assert "Referrals (1)" in text and "within 2 weeks" in text
+
+
+def test_a_soon_referral_is_a_warning(tmp_path: Path) -> None:
     """A warning, not an error: rule sets written before issue 17 (and `cdss diff` against them) still load."""
     body = rules_body({"ref-rule": GOOD_WHEN}).replace(
         'detail: detail}', 'detail: detail}\n      referral: {to: [physician], timeframe: soon, reason: pain}')
@@ -156,7 +183,11 @@ def test_cds_hooks_cards_carry_the_dose_the_consistency_the_questions_the_review
     kinds = [next(iter(c["extension"]["invalid.cdss"])) for c in cards]
     assert "questions" in kinds and "review" in kinds and "scope" in kinds
     question_card = next(c for c in cards if "questions" in c["extension"]["invalid.cdss"])
-    assert question_card["indicator"] == "warning" and "exercise.weeks_consistent" in question_card["detail"]
+    assert question_card["indicator"] == "warning" and "Weeks of consistent targeted glute strengthening" in question_card["detail"]
+    assert "exercise.weeks_consistent" not in question_card["detail"]  # plain words, the path stays in the extension
+    assert question_card["extension"]["invalid.cdss"]["questions"][0]["field"] == "exercise.weeks_consistent"
+    assert [c["indicator"] for c in cards] == sorted((c["indicator"] for c in cards),
+                                                     key=["critical", "warning", "info"].index)
     scope_card = next(c for c in cards if "scope" in c["extension"]["invalid.cdss"])
     assert "saddle" in scope_card["detail"] and "cancer" in scope_card["detail"]
     assert all(len(c["summary"]) < 140 for c in cards)
@@ -193,18 +224,35 @@ def test_the_empty_document_asks_the_red_flags_first() -> None:
     text = _text({})
     assert "ANSWER THE RED-FLAG QUESTIONS FIRST" in text
     first = text.index("Questions to answer")
-    assert text.index("red_flags.", first) < text.index("back_pain.present", first)
+    questions = text[first:text.index("\n\n", first)]
+    assert questions.index("Numbness or tingling") < questions.index("Low back pain or discomfort now")
+    assert "red_flags." not in questions and "back_pain.present" not in questions  # plain words, not field paths
 
 
 def test_explain_says_which_rule_was_suppressed_by_which() -> None:
     doc = {"back_pain": {"present": True, "trend": "worsening"},
            "red_flags": dict(NEG, numbness_or_tingling_radiating_down_leg=True), "exercise": {"weeks_consistent": 8}}
     text = _text(doc, "--explain")
-    assert "superseded by red-flag-radiating-numbness-tingling" in text
+    assert "an emergency result stands alone, led by red-flag-radiating-numbness-tingling" in text
+    assert "superseded by escalation-pain-constant-or-worsening" in text  # refer gives way to the heavier escalation
     two = dict(NEG, numbness_or_tingling_radiating_down_leg=True, significant_leg_weakness=True)
     assert "referral merged into red-flag-radiating-numbness-tingling" in _text({"red_flags": two}, "--explain")
     referrals = text[text.index("Referrals ("):text.index("Cards (")]
     assert referrals.count("* to ") == 1 and "with back discomfort" not in referrals
+
+
+def test_an_emergency_stands_alone_in_json_and_cds_hooks() -> None:
+    """The review's finding: an emergency carried 'Deep buttock ache ... mistaken for sciatica' and a questions card."""
+    doc = {"back_pain": {"present": True}, "symptoms": {"deep_buttock_ache": True},
+           "red_flags": dict(NEG, numbness_or_tingling_radiating_down_leg=True)}
+    assessment = RULES.evaluate(doc)
+    result = assessment.to_dict()
+    assert [c["rule"] for c in result["cards"]] == ["red-flag-radiating-numbness-tingling"]
+    assert result["questions"] == [] and "deep-buttock-ache" in {f["code"] for f in result["findings"]}
+    hooks = assessment.to_cds_hooks()["cards"]
+    assert hooks[0]["indicator"] == "critical"
+    assert [c["extension"]["invalid.cdss"].get("kind") for c in hooks[1:]] == ["review", "scope"]
+    assert "sciatica" not in json.dumps(hooks)
 
 
 def test_a_referral_says_when_in_plain_words() -> None:

@@ -80,9 +80,9 @@ def test_a_changed_condition_without_a_bump_is_an_error_and_a_major_bump_fixes_i
     _set(copy / "escalation.yaml", "gte: {param: escalation_review_weeks}", "gt: {param: escalation_review_weeks}")
     result = invoke("diff", str(ROOT / "rules"), str(copy))
     assert result.exit_code == 1
-    assert "set version: 3.0.0 in ruleset.yaml" in result.stderr
+    assert "set version: 4.0.0 in ruleset.yaml" in result.stderr
     assert "at least 4 weeks" in result.stdout and "more than 4 weeks" in result.stdout  # plain English both sides
-    _set(copy / "ruleset.yaml", "version: 2.0.0", "version: 3.0.0")
+    _set(copy / "ruleset.yaml", "version: 3.0.0", "version: 4.0.0")
     fixed = invoke("diff", str(ROOT / "rules"), str(copy))
     assert fixed.exit_code == 0, fixed.output
     assert "is a major bump; the changes need at least major: ok" in fixed.stderr
@@ -119,17 +119,25 @@ def test_wording_only_needs_a_patch_and_everything_is_escaped(copy: Path) -> Non
     _set(pack, f"title: {rule.title}\n", "title: 'Numbness <script>alert(1)</script> & tingling'\n")
     report = diff(cdss.load_rules(ROOT / "rules").loaded, cdss.load_rules(copy).loaded)
     assert [(c.kind, c.bump) for c in report.changes] == [("wording", "patch")]
-    assert report.verdict.endswith("set version: 2.0.1 in ruleset.yaml")
+    assert report.verdict.endswith("set version: 3.0.1 in ruleset.yaml")
     html = render_diff(report, "html")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; tingling" in html
 
 
 def test_pack_metadata_is_a_patch_and_a_minor_bump_covers_it(copy: Path) -> None:
     _set(copy / "escalation.yaml", "    name: Pending clinical sign-off", "    name: Dr A. Reviewer")
-    _set(copy / "ruleset.yaml", "version: 2.0.0", "version: 2.1.0")
+    _set(copy / "ruleset.yaml", "version: 3.0.0", "version: 3.1.0")
     report = diff(cdss.load_rules(ROOT / "rules").loaded, cdss.load_rules(copy).loaded)
     assert [(c.kind, c.subject, c.bump) for c in report.changes] == [("pack-metadata", "escalation", "patch")]
     assert report.ok and report.actual == "minor"
+
+
+def test_rule_set_data_beside_rule_set_is_compared(copy: Path) -> None:
+    """`stands_alone` (and scope, conflicts) sit beside `rule_set:` in ruleset.yaml; a change there is a change."""
+    _set(copy / "ruleset.yaml", "stands_alone: [emergency]", "stands_alone: []")
+    report = diff(cdss.load_rules(ROOT / "rules").loaded, cdss.load_rules(copy).loaded)
+    assert [(c.kind, c.bump) for c in report.changes] == [("rule-set-stands_alone", "minor")]
+    assert not report.ok
 
 
 def test_no_change_is_no_change(monkeypatch: pytest.MonkeyPatch) -> None:

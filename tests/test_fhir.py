@@ -358,8 +358,12 @@ def test_every_example_result_is_a_valid_fhir_bundle(path: Path) -> None:
     assert len(found.get("ServiceRequest", [])) == len(referrals)
     for request, card in zip(found.get("ServiceRequest", []), referrals):
         assert request["intent"] == "proposal" and request["reasonCode"][0]["text"] == card["referral"]["reason"]
-        assert {"immediately": "stat", "soon": "urgent", "routine": "routine"}[card["referral"]["timeframe"]] == \
-            request["priority"]
+        assert {"immediately": "stat", "soon": "urgent", "within-weeks": "routine",
+                "routine": "routine"}[card["referral"]["timeframe"]] == request["priority"]
+        if card["referral"]["timeframe"] == "within-weeks":  # a deadline, not an urgent appointment
+            assert request["occurrenceTiming"]["repeat"]["boundsDuration"] == {
+                "value": card["referral"]["weeks"], "unit": "weeks", "system": "http://unitsofmeasure.org", "code": "wk"}
+            assert card["referral"]["within"] in request["note"][0]["text"]
     assert len(plan.get("activity", [])) == len(result["plan"]["exercises"])
     assert [n["text"] for n in plan.get("note", [])] == result["plan"]["notes"]
 

@@ -222,9 +222,7 @@ def say_fires(block: str) -> str:
     return block[:at] + f"{indent}This rule fires on the answers given.\n\n" + block[at:]
 
 
-COHERENCE_CASES = [pytest.param(rule_id, drop_line("supersedes:"), "emergency carries one referral",
-                                id=f"{rule_id}: drop supersedes") for rule_id in RED_FLAG_RULES]
-COHERENCE_CASES += [
+COHERENCE_CASES = [
     pytest.param("escalation-pain-constant-or-worsening", drop_line("supersedes:"), "one referral per destination",
                  id="constant-or-worsening: drop supersedes"),
     pytest.param("progression-already-compound", drop_gate_pain_condition, "compound plan only when the gate is met",
@@ -272,6 +270,25 @@ def test_removing_a_documented_conflict_is_caught(tmp_path: Path, conflict_id: s
                                                             broken, doc), settings=SEARCH_SETTINGS)
     except NoSuchExample:
         pytest.fail(f"removing conflict {conflict_id} breaks no invariant")
+    assert violations(RULES, witness, source_text) == []
+
+
+@pytest.mark.parametrize("invariant", ["emergency stands alone", "emergency carries one referral"])
+def test_removing_the_emergency_tier_is_caught(tmp_path: Path, invariant: str, source_text: str) -> None:
+    """Without `stands_alone: [emergency]` an emergency shows lower cards (and escalation referrals) again."""
+    root = tmp_path / "rules"
+    shutil.copytree(rules_dir(), root)
+    manifest = root / "ruleset.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    assert text.count("stands_alone: [emergency]\n") == 1
+    manifest.write_text(text.replace("stands_alone: [emergency]\n", ""), encoding="utf-8")
+    broken = cdss.load_rules(root)
+    assert broken.loaded.stands_alone == ()
+    try:
+        witness = find(COHERENCE_SEARCH, lambda doc: breaks(PER_DOCUMENT_CHECKS[invariant], broken, doc),
+                       settings=SEARCH_SETTINGS)
+    except NoSuchExample:
+        pytest.fail(f"removing the emergency tier breaks no '{invariant}'")
     assert violations(RULES, witness, source_text) == []
 
 

@@ -33,6 +33,7 @@ from tests.invariants import (
     check_compound_plan_only_when_gate_met,
     check_conflicts_exactly_when_documented,
     check_emergency_carries_one_referral,
+    check_emergency_stands_alone,
     check_one_referral_per_destination,
     check_urgency_raising_questions_are_asked,
 )
@@ -308,6 +309,11 @@ coherence_patient = st.one_of(any_patient, coherence_patients())
 @given(st.one_of(patients_with_screening("positive"), coherence_patient))
 def test_an_emergency_result_carries_exactly_one_referral(doc: dict[str, Any]) -> None:
     check_emergency_carries_one_referral(RULES, doc)
+
+
+@given(st.one_of(patients_with_screening("positive"), coherence_patient))
+def test_an_emergency_result_stands_alone_only_critical_cards_and_no_questions(doc: dict[str, Any]) -> None:
+    check_emergency_stands_alone(RULES, doc)
 
 
 @given(coherence_patient)

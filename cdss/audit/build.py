@@ -278,7 +278,8 @@ def build_audit(rules: RuleSet, source_text: str | None, scenarios: Sequence[Sce
                 rule=rule,
                 where=ctx.where(rule.where),
                 condition=describe_condition(rule.when, params, ctx.units),
-                outputs=describe_outputs(rule, params, tuple(r.id for r in rules.rules if rule.id in r.supersedes)),
+                outputs=describe_outputs(rule, params, tuple(r.id for r in rules.rules if rule.id in r.supersedes),
+                                         rule.urgency in loaded.stands_alone),
                 parameters=tuple(ParamUse(n, params[n], rules.parameters[n].unit, rules.parameters[n].origin)
                                  for n in rule.parameters),
                 guidance=tuple(loaded.guidance[g] for g in rule.guidance if g in loaded.guidance),
@@ -437,7 +438,8 @@ def _range(spec: dict[str, Any], params: dict[str, Any], noun: str) -> str:
     return f"{text} ({', '.join(names)})" if names else text
 
 
-def describe_outputs(rule: Rule, params: dict[str, Any], superseded_by: tuple[str, ...] = ()) -> tuple[Output, ...]:
+def describe_outputs(rule: Rule, params: dict[str, Any], superseded_by: tuple[str, ...] = (),
+                     stands_alone: bool = False) -> tuple[Output, ...]:
     """The rule's outputs with parameter placeholders filled with the values in force, then its relations
     (supersedes / superseded by) and the questions it asks while a field it needs is unknown (issue 17)."""
     then = rule.then
@@ -465,7 +467,9 @@ def describe_outputs(rule: Rule, params: dict[str, Any], superseded_by: tuple[st
         items = ([("phase", p["phase"])] if "phase" in p else []) + ([("note", render(p["note"], params))] if "note" in p else [])
         out.append(Output("plan", tuple(items)))
     relations = ([("supersedes", ", ".join(rule.supersedes))] if rule.supersedes else []) + (
-        [("superseded by", ", ".join(superseded_by))] if superseded_by else [])
+        [("superseded by", ", ".join(superseded_by))] if superseded_by else []) + (
+        [("stands alone", (f"when this fires the result is {rule.urgency}: the cards of lower-urgency rules give way"
+                           " (their findings stay) and no questions are asked"))] if stands_alone else [])
     if relations:
         out.append(Output("relations", tuple(relations)))
     if rule.questions:

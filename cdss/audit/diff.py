@@ -323,8 +323,13 @@ def _raw_manifest(loaded: LoadedRules) -> dict[str, Any]:
         data = load_yaml(path).data if path.is_file() else {}
     except (YamlProblem, OSError):
         return {}
-    spec = data.get("rule_set") if isinstance(data, dict) else None
-    return spec if isinstance(spec, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    spec = data.get("rule_set")
+    out = dict(spec) if isinstance(spec, dict) else {}
+    # rule-set data declared beside `rule_set:` (scope, conflicts, stands_alone) changes meaning too
+    out.update({key: value for key, value in data.items() if key != "rule_set" and key not in out})
+    return out
 
 
 _MANIFEST_HANDLED = {"id", "title", "version", "description", "packs", "guidance", "inventory", "sources"}

@@ -34,6 +34,9 @@ HOW_TO_READ = (
 )
 
 
+PROSE_RELATIONS = frozenset({"stands alone"})
+"""Relations stated in words (a rule-set tier), not as a list of rule ids to link."""
+
 def _counts_line(audit: Audit) -> list[tuple[str, str]]:
     c = audit.counts
     quotes = "not checked (no source declared or given)"
@@ -125,7 +128,9 @@ def _md_output(out: Output) -> list[str]:
                 f"{md_inline(d['sets'])}; {md_inline(d['reps'])}",
                 *_md_quote(d["instructions"])]
     if out.kind == "relations":
-        return [f"- **{label}**: " + ", ".join(f"[`{r}`](#{anchor(r)})" for r in text.split(", ")) for label, text in out.items]
+        return [f"- **{label}**: " + (md_inline(text) if label in PROSE_RELATIONS else
+                                      ", ".join(f"[`{r}`](#{anchor(r)})" for r in text.split(", ")))
+                for label, text in out.items]
     if out.kind == "questions":
         return ["- **asks, while unknown**:"] + [f"  - `{name}`: {md_inline(reason)}" for name, reason in out.items]
     phase = f" phase **{md_inline(d['phase'])}**" if "phase" in d else ""
@@ -505,7 +510,8 @@ def _h_output(out: Output) -> str:
         return (f'{tag}<strong>{_e(d["name"])}</strong> <code>{_e(d["id"])}</code>: targets {_e(d["targets"])}; '
                 f'{_e(d["sets"])}; {_e(d["reps"])}<div class="detail"><p>{_e(d["instructions"])}</p></div>')
     if out.kind == "relations":
-        return tag + "; ".join(f"{_e(label)} {_links(text.split(', '))}" for label, text in out.items)
+        return tag + "; ".join(f"{_e(label)}: {_e(text)}" if label in PROSE_RELATIONS else
+                               f"{_e(label)} {_links(text.split(', '))}" for label, text in out.items)
     if out.kind == "questions":
         return tag + "while unknown:<ul>" + "".join(f"<li><code>{_e(name)}</code>: {_e(reason)}</li>"
                                                     for name, reason in out.items) + "</ul>"

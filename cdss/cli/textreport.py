@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..fields import field_label
+
 if TYPE_CHECKING:
     from ..model import Rule
     from ..ruleset import RuleSet
@@ -135,7 +137,7 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
         lines.append(_heading(f"Questions to answer ({len(questions)}), most important first"))
         for question in questions:
             tag = "could make this more urgent" if question["could_change"] == "urgency" else "could change the plan"
-            lines.extend(_wrap(f"{question['field']} ({tag}): {question['reason']}", "    ", "  ? "))
+            lines.extend(_wrap(f"{field_label(question['field'])} ({tag}): {question['reason']}", "    ", "  ? "))
 
     findings = result["findings"]
     lines.append("")
@@ -242,7 +244,10 @@ def render_trace(trace: Iterable[Mapping[str, Any]]) -> list[str]:
         for step in group:
             mark = click.style("FIRED", fg="green", bold=True) if step["fired"] else click.style("  -  ", dim=True)
             relation = ""
-            if step.get("suppressed_by"):
+            if step.get("stands_alone"):
+                relation += (f"  (card, referral and plan give way: an {step['stands_alone']} result stands alone,"
+                             f" led by {step['suppressed_by']})")
+            elif step.get("suppressed_by"):
                 relation += f"  (card, referral and plan give way: superseded by {step['suppressed_by']})"
             if step.get("referral_merged_into"):
                 relation += f"  (referral merged into {step['referral_merged_into']}: one referral per destination)"
@@ -324,6 +329,8 @@ def render_rule(rules: RuleSet, rule: Rule) -> str:
     superseded_by = [r.id for r in rules.rules if rule.id in r.supersedes]
     if superseded_by:
         lines.append(f"  Superseded by: {', '.join(superseded_by)}")
+    if rule.urgency in rules.loaded.stands_alone:
+        lines.append(f"  Stands alone: a {rule.urgency} result shows only {rule.urgency} cards, and asks no questions")
     if rule.questions:
         lines.append("")
         lines.append(_heading("Questions (asked while unknown, when an answer could make this rule fire)"))

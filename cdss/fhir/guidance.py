@@ -23,8 +23,11 @@ from .common import (
 )
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{BASE}/resources")
-PRIORITY = {"immediately": "stat", "soon": "urgent", "routine": "routine"}
-"""Referral timeframe -> FHIR request priority."""
+PRIORITY = {"immediately": "stat", "soon": "urgent", "within-weeks": "routine", "routine": "routine"}
+"""Referral timeframe -> FHIR request priority. A referral within N weeks is routine with a deadline (the
+deadline goes in occurrenceTiming and a note), not "urgent"; only an emergency is "stat". `soon` is from
+older rule sets."""
+UCUM = "http://unitsofmeasure.org"
 URGENCY_PRIORITY = {"emergency": "stat", "see-professional": "urgent", "self-care": "routine", "none": "routine"}
 FINDING_SYSTEM = f"{BASE}/CodeSystem/finding"
 EXERCISE_SYSTEM = f"{BASE}/CodeSystem/exercise"
@@ -152,14 +155,23 @@ class _Bundle:
 
     def service_request(self, rule: str, referral: Mapping[str, Any], index: int) -> dict[str, Any]:
         to = " or ".join(referral["to"])
-        return {
+        when = referral.get("within") or referral["timeframe"]
+        request: dict[str, Any] = {
             "resourceType": "ServiceRequest", "id": self.new_id("ServiceRequest", index),
             "extension": _rule_ext(rule, self.rule_set),
             "instantiatesUri": [self.module], "status": "draft", "intent": "proposal",
             "priority": PRIORITY[referral["timeframe"]],
-            "code": {"text": f"Referral to {to} ({referral['timeframe']})"},
-            "subject": self.subject, "performerType": {"text": to}, "reasonCode": [{"text": referral["reason"]}],
+            "code": {"text": f"Referral to {to} ({when})"},
+            "subject": self.subject,
         }
+        if isinstance(referral.get("weeks"), int):  # the deadline: within N weeks of this assessment
+            request["occurrenceTiming"] = {"repeat": {"boundsDuration": {
+                "value": referral["weeks"], "unit": "weeks", "system": UCUM, "code": "wk"}}}
+        request["performerType"] = {"text": to}
+        request["reasonCode"] = [{"text": referral["reason"]}]
+        if referral.get("within"):
+            request["note"] = [{"text": f"See {to} {referral['within']}."}]
+        return request
 
     def care_plan(self) -> dict[str, Any]:
         plan = self.result["plan"]
