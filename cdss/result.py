@@ -356,8 +356,8 @@ class Assembler:
                 if step["rule"] in merged:
                     step["referral_merged_into"] = merged[step["rule"]]
             result["trace"] = trace
-            return Assessment(result)
-        return Assessment(result, functools.partial(self._to_json, result, active, shown, merged))
+            return Assessment(result, alone=alone)
+        return Assessment(result, functools.partial(self._to_json, result, active, shown, merged), alone=alone)
 
     def _questions(self, questions: Sequence[tuple[Question, Rule]], urgency: int) -> list[dict[str, Any]]:
         """Open questions, most important first: could raise urgency, then the heavier rule, then priority; one per field."""
@@ -433,14 +433,16 @@ _by_card = operator.attrgetter("card_rank")
 class Assessment:
     """The outcome of evaluating one patient; immutable, with JSON and CDS Hooks renderings."""
 
-    __slots__ = ("_data", "_json")
+    __slots__ = ("_alone", "_data", "_json")
 
-    def __init__(self, data: dict[str, Any], json_text: Callable[[], str] | None = None) -> None:
+    def __init__(self, data: dict[str, Any], json_text: Callable[[], str] | None = None, *,
+                 alone: bool = False) -> None:
         self._data = data
         self._json = json_text  # a faster `to_json()` (same text), supplied by the Assembler
+        self._alone = alone  # the urgency is a `stands_alone` tier: its cards speak alone (to_cds_hooks)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Assessment, (self._data,)
+        return _assessment, (self._data, self._alone)
 
     @property
     def urgency(self) -> str:
@@ -528,7 +530,7 @@ class Assessment:
                                                       "red_flag_screening": data["red_flag_screening"]}}})
 
         conflicts = data.get("conflicts", [])
-        if conflicts:
+        if conflicts and not self._alone:  # an emergency stands alone: the answers that conflict stay in `conflicts`
             add("conflicts", "warning", "Some answers contradict each other: check them; they were not used",
                 "\n".join(f"- {c['message']}" for c in conflicts), conflicts)
         questions = data.get("questions", [])
@@ -568,3 +570,8 @@ class Assessment:
         return isinstance(other, Assessment) and self._data == other._data
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _assessment(data: dict[str, Any], alone: bool) -> Assessment:
+    """Unpickling (batch workers send results to their parent): keyword arguments need a function."""
+    return Assessment(data, alone=alone)

@@ -263,12 +263,15 @@ rules:
       card: {summary: "A card", detail: "{{ params.local_note }}"}
 """
     rules = cdss.load_rules(write_rule_set(tmp_path, body))
-    card = rules.evaluate(patient(back_pain={"present": True})).to_cds_hooks()["cards"][0]
+    def rule_card(assessment: cdss.Assessment) -> dict:
+        return next(c for c in assessment.to_cds_hooks()["cards"] if c["source"]["topic"]["code"] == "note-card")
+
+    card = rule_card(rules.evaluate(patient(back_pain={"present": True})))
     assert "detail" not in card and card["summary"] == "A card"
     assert card["source"]["topic"] == {"system": "https://cdss.invalid/rules", "code": "note-card",
                                        "display": "Signs That Glute Weakness Is Contributing to Pain"}
     with_note = rules.with_parameters({"local_note": "Call the clinic"}).evaluate(patient(back_pain={"present": True}))
-    assert with_note.to_cds_hooks()["cards"][0]["detail"] == "Call the clinic"
+    assert rule_card(with_note)["detail"] == "Call the clinic"
 
 
 def _hook_client(tmp_path: Path) -> TestClient:
