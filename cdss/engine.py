@@ -103,6 +103,14 @@ class DurableRuleset:
         self._lock = threading.Lock()
         self._handle = None
 
+    def _live_handle(self) -> Any:
+        """The C ruleset handle, created on first use after a fork; the caller holds the lock."""
+        if self._handle is None:
+            if self._closed:
+                raise EngineError("this ruleset was closed")
+            self._handle = self._create()
+        return self._handle
+
     def fire(self, fact: dict[str, Any]) -> set[str]:
         """Assert `fact` in a fresh session and return every rule that fired (each once)."""
         message = {key: value for key, value in fact.items() if key not in ("sid", "id", "kind")}
@@ -119,20 +127,10 @@ class DurableRuleset:
         engine = self._engine
         names = self._rule_names
         with self._lock:
-            handle = self._handle
-            if handle is None:
-                if self._closed:
-                    raise EngineError("this ruleset was closed")
-                handle = self._handle = self._create()  # first use after a fork
+            handle = self._live_handle()
             sid = str(next(self._sessions))
             fired: set[str] = set()
-            try:
-                code, state_handle = engine.assert_fact(handle, f'{head}, "sid": "{sid}"}}')
-            except UnicodeEncodeError:
-                raise EngineError("the patient fact holds text that is not valid Unicode (an unpaired surrogate); "
-                                  "the input boundary should have refused it") from None
-            except Exception as error:
-                raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
+            code, state_handle = _assert_fact(engine, handle, f'{head}, "sid": "{sid}"}}')
             if code != 0:
                 # never delete_state after an unhandled fact: durable-rules 2.0.28 segfaults
                 raise EngineError(f"durable-rules did not handle the patient fact (code {code}); the catch-all rule is missing")
@@ -176,11 +174,7 @@ class DurableRuleset:
         names = self._rule_names
         out: list[set[str]] = []
         with self._lock:
-            handle = self._handle
-            if handle is None:
-                if self._closed:
-                    raise EngineError("this ruleset was closed")
-                handle = self._handle = self._create()  # first use after a fork
+            handle = self._live_handle()
             sid = str(next(self._sessions))
             state_handle = None
             started = False  # a session exists once a fact was taken
@@ -188,13 +182,7 @@ class DurableRuleset:
                 for position, head in enumerate(heads):
                     body = _fact_body(head)
                     tail = f'"id": "{position}", "kind": "patient", "sid": "{sid}"}}'
-                    try:
-                        code, state_handle = engine.assert_fact(handle, f"{body}, {tail}")
-                    except UnicodeEncodeError:
-                        raise EngineError("a patient fact holds text that is not valid Unicode (an unpaired "
-                                          "surrogate); the input boundary should have refused it") from None
-                    except Exception as error:
-                        raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
+                    code, state_handle = _assert_fact(engine, handle, f"{body}, {tail}")
                     if code != 0:
                         # code 2: a fact with this id is already in the session (dropped silently by durable)
                         raise _Unhandled(f"durable-rules did not take patient {position} of the batch (code {code}); "
@@ -247,6 +235,17 @@ class DurableRuleset:
             self.close()
         except Exception:
             pass
+
+
+def _assert_fact(engine: Any, handle: Any, text: str) -> tuple[int, Any]:
+    """`assert_fact` with its failures as EngineError (code 0: handled; see the callers for others)."""
+    try:
+        return engine.assert_fact(handle, text)
+    except UnicodeEncodeError:
+        raise EngineError("a patient fact holds text that is not valid Unicode (an unpaired surrogate); "
+                          "the input boundary should have refused it") from None
+    except Exception as error:
+        raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
 
 
 _live: weakref.WeakSet[DurableRuleset] = weakref.WeakSet()
