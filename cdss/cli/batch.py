@@ -76,6 +76,22 @@ def error_record(name: str, line: int | None, problem: InputProblem) -> str:
     return compact(record)
 
 
+BLANK = object()
+"""What `_parse_line` returns for a blank line (skipped, never an error)."""
+
+
+def _parse_line(raw: bytes | InputProblem | None) -> Any:
+    """The document of one input line, BLANK for a blank line; InputProblem for an oversized or
+    unreadable line (already an InputProblem from the reader) or one that is not a document."""
+    if raw is None:
+        raise oversized_line()
+    if isinstance(raw, InputProblem):
+        raise raw
+    if not raw.strip():
+        return BLANK
+    return parse_document(raw, single_line=True)
+
+
 class Evaluator:
     """Evaluates raw input lines into output lines; one per process."""
 
@@ -103,13 +119,9 @@ class Evaluator:
         from ..errors import CdssError, PatientDataError
 
         try:
-            if raw is None:
-                raise oversized_line()
-            if isinstance(raw, InputProblem):
-                raise raw
-            if not raw.strip():
+            document = _parse_line(raw)
+            if document is BLANK:
                 return None
-            document = parse_document(raw, single_line=True)
             try:
                 assessment = self.rules.evaluate(with_fhir_options(document, self.rules, self.allow_in_progress),
                                                  trace=self.trace)
@@ -134,13 +146,9 @@ class Evaluator:
         slots: list[Output | _Parsed] = []  # per non-blank line: its error Output, or its parsed document
         for name, number, raw in lines:
             try:
-                if raw is None:
-                    raise oversized_line()
-                if isinstance(raw, InputProblem):
-                    raise raw
-                if not raw.strip():
+                document = _parse_line(raw)
+                if document is BLANK:
                     continue
-                document = parse_document(raw, single_line=True)
                 try:
                     slots.append(_Parsed(name, number, raw, document,
                                          with_fhir_options(document, self.rules, self.allow_in_progress)))
