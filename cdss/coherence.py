@@ -50,10 +50,6 @@ def encode_fact(fact: Mapping[str, Any]) -> str:
     return json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
 
 
-def conflict_dicts(hits: Iterable[Conflict]) -> list[dict[str, Any]]:
-    return [{"fields": list(c.fields), "message": c.message} for c in hits]
-
-
 # ---------------------------------------------------------------- open questions
 
 
