@@ -753,3 +753,17 @@ def test_text_output_does_not_pass_terminal_escapes_through(tmp_path: Path) -> N
     path = write(tmp_path, "esc.json", {**EMERGENCY, "patient_id": "p\x1b[2J1"})
     text = invoke("evaluate", "--format", "text", path).stdout
     assert "\x1b[2J" not in text and "p\\x1b[2J1" in text
+
+
+def test_text_report_never_reads_as_all_clear_while_questions_are_open() -> None:
+    """Empty findings and cards say 'none yet' while a question could raise the urgency; plain 'none' after."""
+    negative = {"numbness_or_tingling_radiating_down_leg": False, "significant_leg_weakness": False,
+                "sudden_bladder_or_bowel_control_loss": False}
+    open_questions = invoke("evaluate", "--format", "text", "-", input=json.dumps({"red_flags": negative}))
+    assert open_questions.exit_code == 0
+    lines = open_questions.stdout.splitlines()
+    assert "  none" not in lines
+    assert lines.count("  none yet: the answers to the questions above could change this") == 2
+    answered = {"red_flags": negative, "back_pain": {"present": False}, "exercise": {"stage": "none", "weeks_consistent": 0}}
+    settled = invoke("evaluate", "--format", "text", "-", input=json.dumps(answered))
+    assert "Questions to answer" not in settled.stdout and "none yet" not in settled.stdout

@@ -31,10 +31,12 @@ BANNERS = {
 # issue 17: while a question is open or screening is incomplete, no banner may read as reassurance
 BANNER_SCREENING_INCOMPLETE = ("ANSWER THE RED-FLAG QUESTIONS FIRST: until then, treat this as needing a professional "
                                "assessment", {"fg": "yellow", "bold": True})
+NONE_YET = "  none yet: the answers to the questions above could change this"
+"""An empty section while questions are open is not an all-clear."""
 BANNER_SELF_CARE_OPEN = ("SELF-CARE FOR NOW: answer the open questions below; they could make this more urgent",
                          {"fg": "yellow", "bold": True})
 PLAN_WORDS = {"withheld": ("WITHHELD", "red"), "pending-screening": ("PENDING red-flag screening", "yellow"),
-              "pending-answers": ("PENDING answers to the questions below", "yellow"),
+              "pending-answers": ("PENDING answers to the questions above", "yellow"),
               "not-indicated": ("none needed on these answers", "green")}
 SCREENING = {
     "positive": ("POSITIVE", "a red flag is present", "red"),
@@ -143,7 +145,7 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
     lines.append("")
     lines.append(_heading(f"Findings ({len(findings)})"))
     if not findings:
-        lines.append("  none")
+        lines.append(NONE_YET if questions else "  none")
     for finding in findings:
         side = f"[{finding['side']}] " if finding.get("side") else ""
         lines.extend(_wrap(side + finding["text"], "    ", "  * "))
@@ -181,7 +183,7 @@ def render_result(result: Mapping[str, Any], *, overrides: Mapping[str, Any] | N
     lines.append("")
     lines.append(_heading(f"Cards ({len(cards)})"))
     if not cards:
-        lines.append("  none")
+        lines.append(NONE_YET if questions else "  none")
     for card in cards:
         tag = click.style(f"[{card['indicator'].upper()}]", fg=INDICATOR_STYLE[card["indicator"]], bold=True)
         lines.append(f"  {tag} {card['summary']}")
