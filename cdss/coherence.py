@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,8 +25,59 @@ from .model import Conflict, Pack, Question, Rule
 
 
 def find_conflicts(conflicts: Sequence[Conflict], fact: Mapping[str, Any], params: Mapping[str, Any]) -> list[Conflict]:
-    """The declared contradictions that hold for this fact, in declaration order."""
+    """The declared contradictions that hold for this fact, in declaration order (the reference)."""
     return [c for c in conflicts if evaluate(c.when, dict(fact), dict(params))]
+
+
+class ConflictFinder:
+    """`find_conflicts`, memoised per contradiction on the fact values it reads.
+
+    Each contradiction reads two or three fields, so a handful of value combinations recur across
+    a population: each is evaluated once by the reference interpreter, then looked up.
+    """
+
+    def __init__(self, conflicts: Sequence[Conflict], params: Mapping[str, Any]) -> None:
+        self._params = dict(params)
+        fields = patient_fields()
+        self._checks = tuple((c, _getter(fact_keys(fields[leaf.field.path] for leaf in leaves(c.when))), {})
+                             for c in conflicts)
+
+    def __call__(self, fact: Mapping[str, Any]) -> tuple[Conflict, ...]:
+        hits: list[Conflict] = []
+        for conflict, values_of, memo in self._checks:
+            key = values_of(fact)
+            holds = memo.get(key)
+            if holds is None:
+                holds = evaluate(conflict.when, dict(fact), self._params)
+                if len(memo) < MEMO_LIMIT:
+                    memo[key] = holds
+            if holds:
+                hits.append(conflict)
+        return tuple(hits)
+
+
+MEMO_LIMIT = 100_000
+"""Entries per memo; past it, new value combinations are computed each time (memory stays bounded)."""
+
+
+def fact_keys(fields: Iterable[Field]) -> tuple[str, ...]:
+    """The flat-fact keys holding these fields' values (an integer has two: value and `__known`), deduplicated."""
+    keys: dict[str, None] = {}
+    for fld in fields:
+        keys[fld.key] = None
+        if fld.kind == "integer":
+            keys[fld.key + "__known"] = None
+    return tuple(keys)
+
+
+def _getter(keys: tuple[str, ...]) -> Any:
+    """A function from a fact to the tuple of its values at `keys` (C speed, always a tuple)."""
+    if not keys:
+        return lambda fact: ()
+    if len(keys) == 1:
+        single = operator.itemgetter(keys[0])
+        return lambda fact: (single(fact),)
+    return operator.itemgetter(*keys)
 
 
 def read_as_unknown(fact: dict[str, Any], unknown: list[str], hits: Iterable[Conflict]) -> tuple[dict[str, Any], list[str]]:
@@ -54,12 +106,18 @@ def encode_fact(fact: Mapping[str, Any]) -> str:
 
 
 class QuestionFinder:
-    """Which declared questions are open for a fact; results memoised per rule and per values it reads."""
+    """Which declared questions are open for a fact; memoised per rule and per values it reads.
+
+    `pairs` lists every (question, rule) in rule-file order; `open` answers with their indexes,
+    a small hashable value the result assembler can key its own memo on.
+    """
 
     def __init__(self, rules: Iterable[Rule], params: Mapping[str, Any]) -> None:
         self._params = dict(params)
         fields = patient_fields()
-        self._asking: list[tuple[Rule, tuple[Field, ...], tuple[Field, ...], dict[str, list[Any]]]] = []
+        pairs: list[tuple[Question, Rule]] = []
+        self._asking: list[tuple[Rule, tuple[Field, ...], tuple[Field, ...], dict[str, list[Any]], Any,
+                                 tuple[tuple[str, str], ...], tuple[tuple[str, int], ...]]] = []
         for rule in rules:
             if not rule.questions:
                 continue
@@ -67,24 +125,36 @@ class QuestionFinder:
             read = tuple({leaf.field.path: leaf.field for leaf in tree}.values())
             asked = tuple(fields[q.field] for q in rule.questions)
             candidates = {f.path: _candidates(f, tree, self._params) for f in asked}
-            self._asking.append((rule, read, asked, candidates))
+            # an asked field is unknown when its flat value (or an integer's `__known` flag) says so
+            markers = tuple((f.key + "__known", "false") if f.kind == "integer" else (f.key, UNKNOWN) for f in asked)
+            indexes = []
+            for question in rule.questions:
+                indexes.append((question.field, len(pairs)))
+                pairs.append((question, rule))
+            self._asking.append((rule, read, asked, candidates, _getter(fact_keys(read)), markers, tuple(indexes)))
+        self.pairs: tuple[tuple[Question, Rule], ...] = tuple(pairs)
         self._memo: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
-    def open(self, fact: Mapping[str, Any], fired: set[str]) -> list[tuple[Question, Rule]]:
-        """(question, rule) for every open question, in rule-file order."""
-        out: list[tuple[Question, Rule]] = []
-        for rule, read, asked, candidates in self._asking:
+    def open(self, fact: Mapping[str, Any], fired: set[str]) -> tuple[int, ...]:
+        """The indexes (into `pairs`) of every open question, in rule-file order."""
+        out: list[int] = []
+        for rule, read, asked, candidates, values_of, markers, indexes in self._asking:
             if rule.id in fired:
                 continue
-            values = tuple(field_value(fact, f) for f in read)  # type: ignore[arg-type]
-            key = (rule.id, values)
+            for key, marker in markers:
+                if fact[key] == marker:
+                    break
+            else:
+                continue  # every asked field is answered: nothing to ask for this rule
+            key = (rule.id, values_of(fact))
             paths = self._memo.get(key)
             if paths is None:
+                values = tuple(field_value(fact, f) for f in read)  # type: ignore[arg-type]
                 paths = self._open_fields(rule, read, asked, candidates, values)
-                if len(self._memo) < 100_000:
+                if len(self._memo) < MEMO_LIMIT:
                     self._memo[key] = paths
-            out.extend((q, rule) for q in rule.questions if q.field in paths)
-        return out
+            out.extend(index for path, index in indexes if path in paths)
+        return tuple(out)
 
     def _open_fields(self, rule: Rule, read: tuple[Field, ...], asked: tuple[Field, ...],
                      candidates: dict[str, list[Any]], values: tuple[Any, ...]) -> tuple[str, ...]:

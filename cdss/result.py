@@ -182,7 +182,8 @@ class Assembler:
     def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
                  params: Mapping[str, Any], params_key: str,
                  patient_key: Callable[[Mapping[str, Any]], str] = canonical, scope: Scope = NO_SCOPE,
-                 review: Mapping[str, Any] | None = None, stands_alone: Sequence[str] = ()) -> None:
+                 review: Mapping[str, Any] | None = None, stands_alone: Sequence[str] = (),
+                 questions: Sequence[tuple[Question, Rule]] = ()) -> None:
         self._info = info
         self._stands_alone = frozenset(URGENCY_ORDER.index(u) for u in stands_alone)
         self._patient_key = patient_key  # must equal canonical(patient); patient.canonical_patient is faster
@@ -208,6 +209,9 @@ class Assembler:
         self._json_scope = _COMPACT.encode(self._scope)
         self._json_review = _COMPACT.encode(self._review)
         self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
+        self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
+        self._question_pairs = tuple(questions)
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
         outputs = _RuleOutputs(self._rules[rule_id], self._card_rank[rule_id], self._priority_rank[rule_id],
@@ -229,12 +233,59 @@ class Assembler:
     def build(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
               trace: list[dict[str, Any]] | None) -> dict[str, Any]:
         """The result dict for one patient (key order as in the contract)."""
-        return self.assess(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace)._data
+        return self.assess(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace).to_dict()
 
-    def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
-               trace: list[dict[str, Any]] | None, questions: Sequence[tuple[Question, Rule]] = (),
+    def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: Sequence[str], patient: Mapping[str, Any],
+               trace: list[dict[str, Any]] | None, questions: Sequence[int] = (),
                conflicts: Sequence[Conflict] = ()) -> Assessment:
-        """`build`, as an Assessment whose `to_json()` splices the prepared JSON texts.
+        """The Assessment for one patient; its `to_json()` splices prepared JSON texts.
+
+        `questions` are indexes into the `questions` pairs given to the constructor (the open
+        ones, from `coherence.QuestionFinder.open`). Everything but the patient id and the card
+        UUIDs and the missing answers is a function of the fired rules, the red-flag screening,
+        the open questions and the contradictions: that part (a `_Plan`) is worked out once per
+        distinct combination and shared, read-only, by every result built from it.
+        """
+        screening = screening_verdict([fact[key] for key in self._red_flag_keys])
+        needed = self._needed
+        key = (frozenset(fired), screening, tuple(questions), tuple([c.id for c in conflicts]))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(fired, screening, questions, conflicts)
+            if len(self._plans) < PLAN_MEMO_LIMIT:
+                self._plans[key] = plan
+        result: dict[str, Any] = {"cdss_version": self._version, "rule_set": self._rule_set}
+        if "patient_id" in patient:
+            result["patient_id"] = patient["patient_id"]
+        result.update(plan.tail)
+        shown = plan.shown
+        if shown:
+            patient_key = self._patient_key(patient)
+            try:
+                patient_bytes: bytes | None = patient_key.encode()
+            except UnicodeEncodeError:  # a lone surrogate: let uuid.uuid5 fail exactly as it does
+                patient_bytes = None
+            card_uuid = self._card_uuid
+            result["cards"] = [{"uuid": card_uuid(o, patient_key, patient_bytes), **body}
+                               for o, body in zip(shown, plan.card_bodies)]
+        else:
+            result["cards"] = []
+        result["missing"] = [path for path in unknown if path in needed]
+        if trace is not None:
+            for step in trace:
+                rule_id = step["rule"]
+                if rule_id in plan.suppressed:
+                    step["suppressed_by"] = plan.suppressed[rule_id]
+                    if rule_id in plan.tier_suppressed:
+                        step["stands_alone"] = result["urgency"]
+                if rule_id in plan.merged:
+                    step["referral_merged_into"] = plan.merged[rule_id]
+            result["trace"] = trace
+            return Assessment(result, alone=plan.alone)
+        return Assessment(result, functools.partial(self._to_json, result, plan), alone=plan.alone)
+
+    def _plan(self, fired: set[str], screening: str, questions: Sequence[int], conflicts: Sequence[Conflict]) -> _Plan:
+        """The patient-independent part of a result.
 
         Coherence (issue 17): a fired rule that another fired rule `supersedes` gives way (its
         card, referral and plan outputs are not shown; its finding stays); among the shown cards
@@ -243,7 +294,6 @@ class Assembler:
         A result whose urgency the rule set declares `stands_alone` (e.g. emergency) shows only the
         cards of rules at that urgency (the others give way to its heaviest rule) and asks nothing.
         """
-        screening = screening_verdict([fact[key] for key in self._red_flag_keys])
         negative = screening == "negative"
         known = self._outputs
         outputs = [known.get(rule_id) or self._prepare(rule_id) for rule_id in fired]
@@ -286,13 +336,14 @@ class Assembler:
                         suppressed[o.id] = leader
                         tier_suppressed.add(o.id)
                 active = [o for o in active if o.id not in suppressed]
-        asked = [] if alone else self._questions(questions, urgency)
+        pairs = [self._question_pairs[index] for index in questions]
+        asked = [] if alone else self._questions(pairs, urgency)
         if any(q["could_change"] == "urgency" for q in asked) and urgency < QUESTION_FLOOR:
             urgency = QUESTION_FLOOR
         if negative and (exercises or notes):
             status = "recommended"
         elif negative:
-            status = "pending-answers" if any(rule.gated_by_screening for _, rule in questions) else "not-indicated"
+            status = "pending-answers" if any(rule.gated_by_screening for _, rule in pairs) else "not-indicated"
             phase = None
         else:
             status = PLAN_STATUS[screening]
@@ -313,51 +364,50 @@ class Assembler:
                 for d in destinations:
                     claimed.add(d)
                     claimed_by[d] = o.id
-        cards = []
-        patient_key = None
-        patient_bytes: bytes | None = None
+        bodies = []
+        card_json = []
         for o in shown:
-            if patient_key is None:
-                patient_key = self._patient_key(patient)
-                try:
-                    patient_bytes = patient_key.encode()
-                except UnicodeEncodeError:  # a lone surrogate: let uuid.uuid5 fail exactly as it does
-                    patient_bytes = None
-            card = o.new_card(self._card_uuid(o, patient_key, patient_bytes))
+            body = o.new_card("")
+            del body["uuid"]
             if o.id in merged:
-                del card["referral"]
-            cards.append(card)
+                del body["referral"]
+                card_json.append(_COMPACT.encode({"uuid": "", **body})[len('{"uuid":""'):])
+            else:
+                card_json.append(o.card_json)
+            bodies.append(body)
 
-        info = self._info
-        result: dict[str, Any] = {
-            "cdss_version": self._version,
-            "rule_set": {"id": info.id, "version": info.version, "digest": info.digest},
+        tail: dict[str, Any] = {
+            "urgency": URGENCY_ORDER[urgency],
+            "red_flag_screening": screening,
+            "findings": findings,
+            "plan": {"status": status, "phase": phase, "exercises": exercises, "notes": notes},
+            "cards": [],
+            "missing": [],
+            "questions": asked,
+            "conflicts": [{"fields": list(c.fields), "message": c.message} for c in conflicts],
+            "review": self._review,
+            "scope": self._scope,
+            "parameters": dict(self._parameters),
         }
-        if "patient_id" in patient:
-            result["patient_id"] = patient["patient_id"]
-        needed = self._needed
-        result["urgency"] = URGENCY_ORDER[urgency]
-        result["red_flag_screening"] = screening
-        result["findings"] = findings
-        result["plan"] = {"status": status, "phase": phase, "exercises": exercises, "notes": notes}
-        result["cards"] = cards
-        result["missing"] = [path for path in unknown if path in needed]
-        result["questions"] = asked
-        result["conflicts"] = [{"fields": list(c.fields), "message": c.message} for c in conflicts]
-        result["review"] = _fresh(self._review)  # each result owns its copy; copy.deepcopy cost ~10 µs
-        result["scope"] = _fresh(self._scope)
-        result["parameters"] = dict(self._parameters)
-        if trace is not None:
-            for step in trace:
-                if step["rule"] in suppressed:
-                    step["suppressed_by"] = suppressed[step["rule"]]
-                    if step["rule"] in tier_suppressed:
-                        step["stands_alone"] = URGENCY_ORDER[urgency]
-                if step["rule"] in merged:
-                    step["referral_merged_into"] = merged[step["rule"]]
-            result["trace"] = trace
-            return Assessment(result, alone=alone)
-        return Assessment(result, functools.partial(self._to_json, result, active, shown, merged), alone=alone)
+        text = self._text
+        recommended = status == "recommended"
+        by_priority = sorted(active, key=_by_priority)
+        middle = "".join([
+            ',"urgency":', text(tail["urgency"]), ',"red_flag_screening":', text(screening),
+            ',"findings":', _COMPACT.encode(findings),
+            ',"plan":{"status":', text(status), ',"phase":', text(phase), ',"exercises":[',
+            ",".join([o.exercise_json for o in by_priority if o.exercise_json is not None]) if recommended else "",
+            '],"notes":[',
+            ",".join([o.note_json for o in by_priority if o.note_json is not None]) if recommended else text(notes[0]),
+            ']},"cards":['])
+        end = "".join([
+            ',"questions":', _COMPACT.encode(asked),
+            ',"conflicts":', _COMPACT.encode(tail["conflicts"]),
+            ',"review":', self._json_review, ',"scope":', self._json_scope,
+            ',"parameters":', self._json_parameters, "}"])
+        return _Plan(tail=tail, shown=tuple(shown), card_bodies=tuple(bodies), card_json=tuple(card_json),
+                     json_middle=middle, json_end=end, alone=alone, suppressed=suppressed,
+                     tier_suppressed=frozenset(tier_suppressed), merged=merged)
 
     def _questions(self, questions: Sequence[tuple[Question, Rule]], urgency: int) -> list[dict[str, Any]]:
         """Open questions, most important first: could raise urgency, then the heavier rule, then priority; one per field."""
@@ -382,34 +432,44 @@ class Assembler:
             text = self._json_text[value] = _COMPACT.encode(value)
         return text
 
-    def _to_json(self, result: dict[str, Any], active: list[_RuleOutputs], shown: list[_RuleOutputs],
-                 merged: dict[str, str]) -> str:
+    def _to_json(self, result: dict[str, Any], plan: _Plan) -> str:
         """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` for a result `assess` built from
-        these rule outputs, spliced from their prepared JSON texts."""
-        text = self._text
-        plan = result["plan"]
-        recommended = plan["status"] == "recommended"
-        by_priority = sorted(active, key=_by_priority)
+        this plan: the plan's prepared JSON texts with the patient id and card UUIDs spliced in."""
         parts = [self._json_head]
         if "patient_id" in result:
             parts.append(',"patient_id":' + _COMPACT.encode(result["patient_id"]))
-        cards = [_COMPACT.encode(card) if o.id in merged else f'{{"uuid":"{card["uuid"]}"{o.card_json}'
-                 for o, card in zip(shown, result["cards"])]
-        parts += [
-            ',"urgency":', text(result["urgency"]), ',"red_flag_screening":', text(result["red_flag_screening"]),
-            ',"findings":', _COMPACT.encode(result["findings"]),
-            ',"plan":{"status":', text(plan["status"]), ',"phase":', text(plan["phase"]), ',"exercises":[',
-            ",".join([o.exercise_json for o in by_priority if o.exercise_json is not None]) if recommended else "",
-            '],"notes":[',
-            ",".join([o.note_json for o in by_priority if o.note_json is not None]) if recommended else text(plan["notes"][0]),
-            ']},"cards":[', ",".join(cards),
-            '],"missing":[', ",".join([text(path) for path in result["missing"]]),
-            '],"questions":', _COMPACT.encode(result["questions"]),
-            ',"conflicts":', _COMPACT.encode(result["conflicts"]),
-            ',"review":', self._json_review, ',"scope":', self._json_scope,
-            ',"parameters":', self._json_parameters, "}",
-        ]
+        parts.append(plan.json_middle)
+        parts.append(",".join([f'{{"uuid":"{card["uuid"]}"{suffix}' for card, suffix in zip(result["cards"], plan.card_json)]))
+        parts.append('],"missing":')
+        parts.append(_COMPACT.encode(result["missing"]))
+        parts.append(plan.json_end)
         return "".join(parts)
+
+
+PLAN_MEMO_LIMIT = 16384
+"""Distinct result plans kept per rule set (a few KB each); past it, new ones are worked out each time."""
+
+
+class _Plan:
+    """The part of a result that does not depend on the patient document, shared read-only by
+    every Assessment built from it (Assessment never hands its data out uncopied)."""
+
+    __slots__ = ("tail", "shown", "card_bodies", "card_json", "json_middle", "json_end", "alone", "suppressed",
+                 "tier_suppressed", "merged")
+
+    def __init__(self, *, tail: dict[str, Any], shown: tuple[_RuleOutputs, ...], card_bodies: tuple[dict[str, Any], ...],
+                 card_json: tuple[str, ...], json_middle: str, json_end: str, alone: bool, suppressed: dict[str, str],
+                 tier_suppressed: frozenset[str], merged: dict[str, str]) -> None:
+        self.tail = tail
+        self.shown = shown
+        self.card_bodies = card_bodies
+        self.card_json = card_json
+        self.json_middle = json_middle
+        self.json_end = json_end
+        self.alone = alone
+        self.suppressed = suppressed
+        self.tier_suppressed = tier_suppressed
+        self.merged = merged
 
 
 def _by_referral(o: _RuleOutputs) -> tuple[int, int, int]:
@@ -431,7 +491,11 @@ _by_card = operator.attrgetter("card_rank")
 
 
 class Assessment:
-    """The outcome of evaluating one patient; immutable, with JSON and CDS Hooks renderings."""
+    """The outcome of evaluating one patient; immutable, with JSON and CDS Hooks renderings.
+
+    Its data may share parts with other Assessments built from the same plan, so nothing here
+    hands that data out without copying it.
+    """
 
     __slots__ = ("_alone", "_data", "_json")
 
@@ -514,7 +578,8 @@ class Assessment:
             cards.append(hooks_card)
         cards.extend(self._coherence_cards())
         cards.sort(key=_by_indicator)  # stable: critical -> warning -> info, each in the order added
-        return {"cards": cards}
+        # the cards embed parts of this result, which results built from one plan share: the caller gets its own copy
+        return copy.deepcopy({"cards": cards})
 
     def _coherence_cards(self) -> list[dict[str, Any]]:
         data = self._data
@@ -575,8 +640,3 @@ class Assessment:
 def _assessment(data: dict[str, Any], alone: bool) -> Assessment:
     """Unpickling (batch workers send results to their parent): keyword arguments need a function."""
     return Assessment(data, alone=alone)
-
-
-def _fresh(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a dict whose values are text or lists of text (review status, scope): new lists."""
-    return {key: list(value) if isinstance(value, list) else value for key, value in flat.items()}

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__
-from .coherence import QuestionFinder, encode_fact, find_conflicts, read_as_unknown, review_status
+from .coherence import ConflictFinder, QuestionFinder, encode_fact, read_as_unknown, review_status
 from .conditions import evaluate as evaluate_condition
 from .conditions import leaves
 from .engine import after_fork_in_child
@@ -50,11 +50,12 @@ class RuleSet:
         self._needed = frozenset(leaf.field.path for rule in loaded.rules for leaf in leaves(rule.when)) | frozenset(
             path for path in patient_fields() if path.startswith(RED_FLAG_PREFIX))
         self._rule_ids = frozenset(self._rules)
+        self._questions = QuestionFinder(loaded.rules, values)
+        self._conflicts = ConflictFinder(loaded.conflicts, values)
         self._assembler = Assembler(info=loaded.info, version=__version__, rules=self._rules, needed=self._needed,
                                     params=self._params, params_key=self._params_key, patient_key=canonical_patient,
                                     scope=loaded.scope, review=review_status(loaded.packs),
-                                    stands_alone=loaded.stands_alone)
-        self._questions = QuestionFinder(loaded.rules, values)
+                                    stands_alone=loaded.stands_alone, questions=self._questions.pairs)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
         _live.add(self)
@@ -131,7 +132,7 @@ class RuleSet:
         return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
                                       questions=self._questions.open(fact, fired), conflicts=conflicts)
 
-    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, list[Conflict]]:
+    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, tuple[Conflict, ...]]:
         """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path, plus the
         declared contradictions that hold, whose fields the rules then read as unknown (issue 17)."""
         try:
@@ -144,7 +145,7 @@ class RuleSet:
             from .fhir.response import as_patient_document
 
             document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
-        conflicts = find_conflicts(self._loaded.conflicts, fact, self._params) if self._loaded.conflicts else []
+        conflicts = self._conflicts(fact)
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
             fact, unknown = read_as_unknown(fact, unknown, conflicts)
             encoded = encode_fact(fact)
