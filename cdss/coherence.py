@@ -11,13 +11,13 @@ All three are driven by rule-file data, never by field names in Python:
 
 from __future__ import annotations
 
+import functools
 import itertools
-import json
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .conditions import _candidates, evaluate, field_value, leaves
+from .conditions import _candidates, compile_python, evaluate, field_value, leaves, python_expression
 from .fields import UNKNOWN, Field, patient_fields
 from .model import Conflict, Pack, Question, Rule
 
@@ -30,30 +30,19 @@ def find_conflicts(conflicts: Sequence[Conflict], fact: Mapping[str, Any], param
 
 
 class ConflictFinder:
-    """`find_conflicts`, memoised per contradiction on the fact values it reads.
-
-    Each contradiction reads two or three fields, so a handful of value combinations recur across
-    a population: each is evaluated once by the reference interpreter, then looked up.
-    """
+    """`find_conflicts` as one generated Python function over the flat fact (`conditions.python_expression`;
+    the tests hold it equal to the reference interpreter). It runs on every patient before the engine."""
 
     def __init__(self, conflicts: Sequence[Conflict], params: Mapping[str, Any]) -> None:
-        self._params = dict(params)
-        fields = patient_fields()
-        self._checks = tuple((c, _getter(fact_keys(fields[leaf.field.path] for leaf in leaves(c.when))), {})
-                             for c in conflicts)
+        lines = ["def find(f, C):", "    out = ()"]
+        for index, conflict in enumerate(conflicts):
+            lines.append(f"    if {python_expression(conflict.when, dict(params))}: out += (C[{index}],)")
+        lines.append("    return out")
+        self._find = compile_python({"find": "\n".join(lines)}, "conflicts")["find"]
+        self._conflicts = tuple(conflicts)
 
     def __call__(self, fact: Mapping[str, Any]) -> tuple[Conflict, ...]:
-        hits: list[Conflict] = []
-        for conflict, values_of, memo in self._checks:
-            key = values_of(fact)
-            holds = memo.get(key)
-            if holds is None:
-                holds = evaluate(conflict.when, dict(fact), self._params)
-                if len(memo) < MEMO_LIMIT:
-                    memo[key] = holds
-            if holds:
-                hits.append(conflict)
-        return tuple(hits)
+        return self._find(fact, self._conflicts)  # type: ignore[no-any-return]
 
 
 MEMO_LIMIT = 100_000
@@ -94,12 +83,12 @@ def read_as_unknown(fact: dict[str, Any], unknown: list[str], hits: Iterable[Con
             else:
                 fact[fld.key] = UNKNOWN
             paths.add(path)
-    return fact, [path for path in fields if path in paths]
+    return fact, sorted(paths, key=_schema_rank().__getitem__)
 
 
-def encode_fact(fact: Mapping[str, Any]) -> str:
-    """The fact as the engine's JSON head (closing brace left off), as `patient.prepare` makes it."""
-    return json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+@functools.cache
+def _schema_rank() -> dict[str, int]:
+    return {path: rank for rank, path in enumerate(patient_fields())}
 
 
 # ---------------------------------------------------------------- open questions
@@ -109,7 +98,9 @@ class QuestionFinder:
     """Which declared questions are open for a fact; memoised per rule and per values it reads.
 
     `pairs` lists every (question, rule) in rule-file order; `open` answers with their indexes,
-    a small hashable value the result assembler can key its own memo on.
+    a small hashable value the result assembler can key its own memo on. Which rules may have an
+    open question (not fired, some asked field unknown) is one generated function: on most
+    patients it is the only work done here.
     """
 
     def __init__(self, rules: Iterable[Rule], params: Mapping[str, Any]) -> None:
@@ -117,7 +108,9 @@ class QuestionFinder:
         fields = patient_fields()
         pairs: list[tuple[Question, Rule]] = []
         self._asking: list[tuple[Rule, tuple[Field, ...], tuple[Field, ...], dict[str, list[Any]], Any,
-                                 tuple[tuple[str, str], ...], tuple[tuple[str, int], ...]]] = []
+                                 tuple[tuple[str, int], ...]]] = []
+        lines = ["def candidates(f, fired):", "    out = []"]
+        predicates: dict[str, str] = {}
         for rule in rules:
             if not rule.questions:
                 continue
@@ -125,27 +118,39 @@ class QuestionFinder:
             read = tuple({leaf.field.path: leaf.field for leaf in tree}.values())
             asked = tuple(fields[q.field] for q in rule.questions)
             candidates = {f.path: _candidates(f, tree, self._params) for f in asked}
-            # an asked field is unknown when its flat value (or an integer's `__known` flag) says so
-            markers = tuple((f.key + "__known", "false") if f.kind == "integer" else (f.key, UNKNOWN) for f in asked)
             indexes = []
             for question in rule.questions:
                 indexes.append((question.field, len(pairs)))
                 pairs.append((question, rule))
-            self._asking.append((rule, read, asked, candidates, _getter(fact_keys(read)), markers, tuple(indexes)))
+            # an asked field is unknown when its flat value (an integer's `__known` flag) says so
+            unknown = " or ".join(f"f[{f.key + '__known'!r}] == 'false'" if f.kind == "integer" else
+                                  f"f[{f.key!r}] == {UNKNOWN!r}" for f in asked)
+            lines.append(f"    if {rule.id!r} not in fired and ({unknown}): out.append({len(self._asking)})")
+            self._asking.append((rule, read, asked, candidates, _getter(fact_keys(read)), tuple(indexes)))
+            predicates[f"rule_{len(predicates)}"] = f"def rule_{len(predicates)}(f):\n    return {python_expression(rule.when, self._params)}"
+        lines.append("    return out")
+        compiled = compile_python({"candidates": "\n".join(lines), **predicates}, "questions")
+        self._candidates = compiled["candidates"]
+        # each asking rule's condition as a Python function (for the search over the answers not given)
+        self._holds_fn = {rule.id: compiled[f"rule_{i}"] for i, (rule, *_) in enumerate(self._asking)}
         self.pairs: tuple[tuple[Question, Rule], ...] = tuple(pairs)
-        self._memo: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self._memo: dict[tuple[Any, ...], tuple[str, ...]] = {}  # per rule and the values it reads
+        # per candidate rules and every value any asking rule reads: most patients are answered here
+        self._all_values = _getter(fact_keys(f for _, read, *_ in self._asking for f in read))
+        self._answers: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
     def open(self, fact: Mapping[str, Any], fired: set[str]) -> tuple[int, ...]:
         """The indexes (into `pairs`) of every open question, in rule-file order."""
+        found = self._candidates(fact, fired)
+        if not found:
+            return ()
+        whole = (tuple(found), self._all_values(fact))
+        answer = self._answers.get(whole)
+        if answer is not None:
+            return answer
         out: list[int] = []
-        for rule, read, asked, candidates, values_of, markers, indexes in self._asking:
-            if rule.id in fired:
-                continue
-            for key, marker in markers:
-                if fact[key] == marker:
-                    break
-            else:
-                continue  # every asked field is answered: nothing to ask for this rule
+        for position in found:
+            rule, read, asked, candidates, values_of, indexes = self._asking[position]
             key = (rule.id, values_of(fact))
             paths = self._memo.get(key)
             if paths is None:
@@ -154,7 +159,10 @@ class QuestionFinder:
                 if len(self._memo) < MEMO_LIMIT:
                     self._memo[key] = paths
             out.extend(index for path, index in indexes if path in paths)
-        return tuple(out)
+        answer = tuple(out)
+        if len(self._answers) < MEMO_LIMIT:
+            self._answers[whole] = answer
+        return answer
 
     def _open_fields(self, rule: Rule, read: tuple[Field, ...], asked: tuple[Field, ...],
                      candidates: dict[str, list[Any]], values: tuple[Any, ...]) -> tuple[str, ...]:
@@ -185,7 +193,7 @@ class QuestionFinder:
                 fact[f.key + "__known"] = "false" if value == UNKNOWN else "true"
             else:
                 fact[f.key] = value
-        return evaluate(rule.when, fact, self._params)
+        return bool(self._holds_fn[rule.id](fact))
 
 
 # ---------------------------------------------------------------- review status

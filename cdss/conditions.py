@@ -134,6 +134,44 @@ def _as_json(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------- Python compilation
+
+
+def python_expression(condition: Condition, params: dict[str, Any], fact: str = "f") -> str:
+    """Python source of an expression equal to `evaluate(condition, <fact>, params)` (a third back end,
+    for the checks that run before and after the engine on every patient: contradictions, open
+    questions). Only literals from the rule file (by `repr`) and schema-derived keys go in."""
+    if isinstance(condition, Not):
+        return f"(not {python_expression(condition.child, params, fact)})"
+    if isinstance(condition, (All, AnyOf)):
+        joiner = " and " if isinstance(condition, All) else " or "
+        return "(" + joiner.join(python_expression(child, params, fact) for child in condition.children) + ")"
+    field, op, operand = condition.field, condition.op, resolve(condition.operand, params)
+    value = f"{fact}[{field.key!r}]"
+    if field.kind == "integer":
+        known = f"{fact}[{field.key + '__known'!r}] == 'true'"
+    else:
+        known = f"{value} != {UNKNOWN!r}"
+    if op == "is":
+        if operand == "unknown":
+            return f"(not {known})"
+        if operand == "known":
+            return f"({known})"
+        if field.kind == "integer":
+            return "False"  # an integer is never the text "true"/"false" (leaf_holds compares with it)
+        return f"({value} == {'true' if operand else 'false'!r})"
+    test = {"equals": "==", "in": "in", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}[op]
+    literal = tuple(operand) if op == "in" else operand
+    return f"({known} and {value} {test} {literal!r})"
+
+
+def compile_python(functions: dict[str, str], label: str) -> dict[str, Any]:
+    """Compile generated function sources (name -> source) into callables; `label` names them in tracebacks."""
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(functions.values()), f"<cdss {label}>", "exec"), namespace)  # noqa: S102 - generated from checked rule data
+    return {name: namespace[name] for name in functions}
+
+
 # ---------------------------------------------------------------- durable-rules compilation
 
 TRUE: dict[str, Any] = {"$true": True}  # internal markers, simplified away before registration

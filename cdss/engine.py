@@ -172,6 +172,10 @@ class DurableRuleset:
             return []
         engine = self._engine
         names = self._rule_names
+        assert_fact = engine.assert_fact
+        start_action = engine.start_action_for_state
+        complete_and_start = engine.complete_and_start_action
+        cut = len(_HEAD_SUFFIX)
         out: list[set[str]] = []
         with self._lock:
             handle = self._live_handle()
@@ -180,9 +184,12 @@ class DurableRuleset:
             started = False  # a session exists once a fact was taken
             try:
                 for position, head in enumerate(heads):
-                    body = _fact_body(head)
+                    body = head[:-cut] if head.endswith(_HEAD_SUFFIX) else _fact_body(head)
                     tail = f'"id": "{position}", "kind": "patient", "sid": "{sid}"}}'
-                    code, state_handle = _assert_fact(engine, handle, f"{body}, {tail}")
+                    try:
+                        code, state_handle = assert_fact(handle, f"{body}, {tail}")
+                    except Exception as error:
+                        raise _assert_error(error) from None
                     if code != 0:
                         # code 2: a fact with this id is already in the session (dropped silently by durable)
                         raise _Unhandled(f"durable-rules did not take patient {position} of the batch (code {code}); "
@@ -191,15 +198,16 @@ class DurableRuleset:
                     fired: set[str] = set()
                     echo = tail + "}}"
                     try:
-                        result = engine.start_action_for_state(handle, state_handle)
+                        result = start_action(handle, state_handle)
                         action = result[1] if result else None
                         while action:
+                            # `{"<rule>":{"m":{<the fact>}}}`: the name up to its closing quote, and the fact's own tail
                             name = action[2:action.find('"', 2)]
                             if name in names and action.endswith(echo):
                                 fired.add(name)
                             else:  # not the shape we expect: parse it and check whose fact it echoes
-                                fired.update(_owned_rules(action, str(position)))
-                            action = engine.complete_and_start_action(handle, state_handle)
+                                fired.update(_owned_rules(action, str(position), names))
+                            action = complete_and_start(handle, state_handle)
                     except Exception as error:
                         try:
                             engine.abandon_action(handle, state_handle)
@@ -208,9 +216,10 @@ class DurableRuleset:
                         if isinstance(error, EngineError):
                             raise
                         raise EngineError(f"durable-rules failed while running actions: {error}") from None
-                    if CATCH_ALL not in fired:
-                        raise EngineError("the catch-all rule did not fire: the engine state is inconsistent")
-                    fired.discard(CATCH_ALL)
+                    try:
+                        fired.remove(CATCH_ALL)
+                    except KeyError:
+                        raise EngineError("the catch-all rule did not fire: the engine state is inconsistent") from None
                     out.append(fired)
             except _Unhandled as error:
                 # never delete_state after an unhandled fact: durable-rules 2.0.28 segfaults
@@ -240,12 +249,17 @@ class DurableRuleset:
 def _assert_fact(engine: Any, handle: Any, text: str) -> tuple[int, Any]:
     """`assert_fact` with its failures as EngineError (code 0: handled; see the callers for others)."""
     try:
-        return engine.assert_fact(handle, text)
-    except UnicodeEncodeError:
-        raise EngineError("a patient fact holds text that is not valid Unicode (an unpaired surrogate); "
-                          "the input boundary should have refused it") from None
+        return engine.assert_fact(handle, text)  # type: ignore[no-any-return]
     except Exception as error:
-        raise EngineError(f"durable-rules failed on assert_fact: {error}") from None
+        raise _assert_error(error) from None
+
+
+def _assert_error(error: Exception) -> EngineError:
+    """An `assert_fact` failure, in words."""
+    if isinstance(error, UnicodeEncodeError):
+        return EngineError("a patient fact holds text that is not valid Unicode (an unpaired surrogate); "
+                           "the input boundary should have refused it")
+    return EngineError(f"durable-rules failed on assert_fact: {error}")
 
 
 _live: weakref.WeakSet[DurableRuleset] = weakref.WeakSet()
@@ -297,10 +311,12 @@ def _fact_body(head: str) -> str:
     return json.dumps(message)[:-1]
 
 
-def _owned_rules(action: str, fact_id: str) -> list[str]:
-    """The rule names of one action message, checked to be about the fact `fact_id`."""
+def _owned_rules(action: str, fact_id: str, known: frozenset[str]) -> list[str]:
+    """The rule names of one action message, checked to be rules of this ruleset about the fact `fact_id`."""
     names = []
     for name, frames in json.loads(action).items():
+        if name not in known:
+            raise EngineError(f"durable-rules fired a rule that does not exist: '{name}'; please report this")
         for frame in frames.values() if isinstance(frames, dict) else ():
             if not isinstance(frame, dict) or frame.get("id") != fact_id:
                 raise EngineError(f"durable-rules reported rule '{name}' for another patient of the batch; "

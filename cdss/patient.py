@@ -342,6 +342,55 @@ def compile_checked_flattener(root: Mapping[str, Any], fields: Mapping[str, Fiel
     return namespace["checked"]  # type: ignore[no-any-return]
 
 
+_encoder: Callable[[Mapping[str, Any]], str] | None = None
+
+
+def encode_fact(fact: Mapping[str, Any]) -> str:
+    """`json.dumps(dict(fact, id="patient", kind="patient"))[:-1]`, the engine's form of a fact, for a
+    fact `prepare` made, also after some of its fields were set unknown (contradictory answers).
+
+    With the one-pass flattener in use (its generator checked that every enum value needs no
+    JSON escaping), this is one generated f-string, about 5x faster than json.dumps.
+    """
+    global _encoder
+    if _encoder is None:
+        prepare({})  # decides whether the generated one-pass path is in use
+        with _lock:
+            if _encoder is None:
+                _encoder = compile_fact_encoder(patient_fields()) if _checked is not None else _dumps_fact
+    return _encoder(fact)
+
+
+def _dumps_fact(fact: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+
+
+def compile_fact_encoder(fields: Mapping[str, Field]) -> Callable[[Mapping[str, Any]], str]:
+    """`encode_fact` for facts of these fields whose text values need no JSON escaping: one %-template
+    filled from one itemgetter (no generated code needed)."""
+    import json
+    import operator
+
+    parts, keys = [], []
+    for fld in fields.values():
+        key = fld.key
+        if json.dumps(key) != f'"{key}"' or "%" in key:
+            raise NotImplementedError(fld.path)
+        if fld.kind == "integer":
+            parts.append(f'"{key}": %d, "{key}__known": "%s"')
+            keys += [key, key + "__known"]
+        else:
+            parts.append(f'"{key}": "%s"')
+            keys.append(key)
+    template = "{" + ", ".join([*parts, '"id": "patient"', '"kind": "patient"'])
+    if not keys:
+        return lambda fact: template
+    values = operator.itemgetter(*keys) if len(keys) > 1 else (lambda fact: (fact[keys[0]],))
+    return lambda fact: template % values(fact)
+
+
 def _integer_ok(value: Any, low: int | None, high: int | None) -> bool:
     """fastjsonschema's test for `type: integer` plus bounds, for values that are not plain ints."""
     if isinstance(value, bool):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import operator
 import uuid
+from json.encoder import encode_basestring_ascii as encode_ascii
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -96,13 +97,14 @@ def compact(data: Any) -> str:
 
 class _RuleOutputs:
     """The patient-independent outputs of one rule, rendered once under the parameters in force,
-    as data (copied into each result) and as JSON text (spliced into `Assessment.to_json`)."""
+    as data (shared, read-only, by the results that show them) and as JSON text (spliced into
+    `Assessment.to_json`)."""
 
     __slots__ = ("supersedes", "id", "card_rank", "priority_rank", "urgency", "gated", "finding", "finding_json", "has_phase",
-                 "phase", "exercise", "exercise_json", "note", "note_json", "card", "card_json", "hasher")
+                 "phase", "exercise", "exercise_data", "exercise_json", "note", "note_json", "card", "card_body",
+                 "card_body_merged", "card_json", "card_json_merged", "uuid_tail")
 
-    def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str,
-                 uuid_prefix: Any) -> None:
+    def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str) -> None:
         then = rule.then
         self.id = rule.id
         self.supersedes = rule.supersedes
@@ -131,7 +133,7 @@ class _RuleOutputs:
                              render(exercise["instructions"], params))
         card = then.get("card")
         self.card: tuple[Any, ...] | None = None
-        self.hasher = None
+        self.uuid_tail = b""
         if card:
             referral = then.get("referral")
             self.card = (rule.indicator, render(card["summary"], params), render(card["detail"], params),
@@ -140,17 +142,24 @@ class _RuleOutputs:
                           render(referral["within"], params) if "within" in referral else None,
                           resolve_bound(referral["weeks"], params) if "weeks" in referral else None)
                          if referral else None)
-            if uuid_prefix is not None:
-                try:
-                    self.hasher = uuid_prefix.copy()
-                    self.hasher.update(f"{rule.id}|".encode())
-                except UnicodeEncodeError:
-                    self.hasher = None
+            self.uuid_tail = rule.id.encode()  # rule ids are ASCII (rule-pack schema)
+        # the card without its uuid (each result puts its own first), with and without its referral
+        # (a referral to a destination an earlier card already refers to is merged into that card)
+        self.card_body: dict[str, Any] | None = None
+        self.card_body_merged: dict[str, Any] | None = None
+        if self.card is not None:
+            self.card_body = self.new_card("")
+            del self.card_body["uuid"]
+            self.card_body_merged = {k: v for k, v in self.card_body.items() if k != "referral"}
+        self.exercise_data = self.new_exercise() if self.exercise is not None else None
         # the same values as JSON, encoded from the very dicts each result gets
         self.finding_json = _COMPACT.encode(self.finding) if self.finding is not None else None
-        self.exercise_json = _COMPACT.encode(self.new_exercise()) if self.exercise is not None else None
+        self.exercise_json = _COMPACT.encode(self.exercise_data) if self.exercise_data is not None else None
         self.note_json = _COMPACT.encode(self.note) if self.note is not None else None
-        self.card_json = _COMPACT.encode(self.new_card(""))[len('{"uuid":""'):] if self.card is not None else None
+        self.card_json = _COMPACT.encode({"uuid": "", **self.card_body})[len('{"uuid":""'):] \
+            if self.card_body is not None else None
+        self.card_json_merged = _COMPACT.encode({"uuid": "", **self.card_body_merged})[len('{"uuid":""'):] \
+            if self.card_body_merged is not None else None
 
     def new_exercise(self) -> dict[str, Any]:
         ex_id, name, targets, sets_min, sets_max, reps_min, reps_max, instructions = self.exercise  # type: ignore[misc]
@@ -181,12 +190,11 @@ class Assembler:
 
     def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
                  params: Mapping[str, Any], params_key: str,
-                 patient_key: Callable[[Mapping[str, Any]], str] = canonical, scope: Scope = NO_SCOPE,
+                 scope: Scope = NO_SCOPE,
                  review: Mapping[str, Any] | None = None, stands_alone: Sequence[str] = (),
                  questions: Sequence[tuple[Question, Rule]] = ()) -> None:
         self._info = info
         self._stands_alone = frozenset(URGENCY_ORDER.index(u) for u in stands_alone)
-        self._patient_key = patient_key  # must equal canonical(patient); patient.canonical_patient is faster
         self._version = version
         self._rules = rules
         self._needed = needed
@@ -211,24 +219,43 @@ class Assembler:
         self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
         self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
         self._question_pairs = tuple(questions)
+        # each question as it appears in a result, for either thing it could change: data and JSON text
+        self._question_data = {(index, change): {"field": q.field, "reason": render(q.reason, params), "could_change": change}
+                               for index, (q, _) in enumerate(self._question_pairs) for change in ("urgency", "plan")}
+        self._question_json = {key: _COMPACT.encode(value) for key, value in self._question_data.items()}
+        self._parameter_values = dict(self._parameters)
+        self._red_flags_of = operator.itemgetter(*self._red_flag_keys) if len(self._red_flag_keys) > 1 else \
+            (lambda fact: tuple(fact[key] for key in self._red_flag_keys))
+        self._screenings: dict[tuple[str, ...], str] = {}
         self._plans: dict[tuple[Any, ...], _Plan] = {}
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
         outputs = _RuleOutputs(self._rules[rule_id], self._card_rank[rule_id], self._priority_rank[rule_id],
-                               self._params, self._info.source_title, self._uuid_prefix)
+                               self._params, self._info.source_title)
         self._outputs[rule_id] = outputs  # idempotent: a concurrent duplicate is identical
         return outputs
 
-    def _card_uuid(self, outputs: _RuleOutputs, patient_key: str, patient_bytes: bytes | None) -> str:
-        """str(uuid.uuid5(CARD_NAMESPACE, f"{digest}|{params_key}|{rule id}|{patient_key}")), from the prepared hash state."""
-        hasher = outputs.hasher
-        if hasher is None or patient_bytes is None:
-            return str(uuid.uuid5(CARD_NAMESPACE, f"{self._info.digest}|{self._params_key}|{outputs.id}|{patient_key}"))
-        hasher = hasher.copy()
-        hasher.update(patient_bytes)
-        text = hasher.hexdigest()
-        # the bits uuid.uuid5 sets: version 5 (the 13th hex digit), RFC 4122 variant (top bits of the 17th)
-        return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
+    def _card_uuids(self, shown: Sequence[_RuleOutputs], patient: Mapping[str, Any], answers: str) -> list[str]:
+        """The card UUIDs: `str(uuid.uuid5(CARD_NAMESPACE, f"{digest}|{params_key}|{identity}|{rule id}"))`,
+        where the identity is the patient id (JSON, ASCII) and the answers as the engine reads them
+        (`patient.prepare`'s encoding: every field in schema order, so key order and null-versus-absent
+        do not matter), from a hash state prepared once per rule set and once per patient."""
+        # ASCII: the id is JSON-escaped, the answers are JSON with ensure_ascii (as prepare encodes them)
+        identity = f"{encode_ascii(patient['patient_id']) if 'patient_id' in patient else 'null'}|{answers}|"
+        prefix = self._uuid_prefix
+        if prefix is None:
+            head = f"{self._info.digest}|{self._params_key}|{identity}"
+            return [str(uuid.uuid5(CARD_NAMESPACE, head + o.id)) for o in shown]
+        patient_state = prefix.copy()
+        patient_state.update(identity.encode())
+        out = []
+        for o in shown:
+            state = patient_state.copy()
+            state.update(o.uuid_tail)
+            text = state.hexdigest()
+            # the bits uuid.uuid5 sets: version 5 (the 13th hex digit), RFC 4122 variant (top bits of the 17th)
+            out.append(f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}")
+        return out
 
     def build(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
               trace: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -237,8 +264,11 @@ class Assembler:
 
     def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: Sequence[str], patient: Mapping[str, Any],
                trace: list[dict[str, Any]] | None, questions: Sequence[int] = (),
-               conflicts: Sequence[Conflict] = ()) -> Assessment:
+               conflicts: Sequence[Conflict] = (), answers: str | None = None) -> Assessment:
         """The Assessment for one patient; its `to_json()` splices prepared JSON texts.
+
+        `answers` is the patient's fact as `patient.prepare` encoded it, before contradictions
+        were read as unknown (the card UUIDs hash it); by default it is encoded from `fact`.
 
         `questions` are indexes into the `questions` pairs given to the constructor (the open
         ones, from `coherence.QuestionFinder.open`). Everything but the patient id and the card
@@ -246,9 +276,11 @@ class Assembler:
         the open questions and the contradictions: that part (a `_Plan`) is worked out once per
         distinct combination and shared, read-only, by every result built from it.
         """
-        screening = screening_verdict([fact[key] for key in self._red_flag_keys])
-        needed = self._needed
-        key = (frozenset(fired), screening, tuple(questions), tuple([c.id for c in conflicts]))
+        flags = self._red_flags_of(fact)
+        screening = self._screenings.get(flags)
+        if screening is None:
+            screening = self._screenings[flags] = screening_verdict(flags)  # at most 3^flags entries
+        key = (frozenset(fired), screening, tuple(questions), tuple([c.id for c in conflicts]) if conflicts else ())
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(fired, screening, questions, conflicts)
@@ -260,16 +292,13 @@ class Assembler:
         result.update(plan.tail)
         shown = plan.shown
         if shown:
-            patient_key = self._patient_key(patient)
-            try:
-                patient_bytes: bytes | None = patient_key.encode()
-            except UnicodeEncodeError:  # a lone surrogate: let uuid.uuid5 fail exactly as it does
-                patient_bytes = None
-            card_uuid = self._card_uuid
-            result["cards"] = [{"uuid": card_uuid(o, patient_key, patient_bytes), **body}
-                               for o, body in zip(shown, plan.card_bodies)]
+            if answers is None:
+                answers = json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+            result["cards"] = [{"uuid": card_uuid, **body}
+                               for card_uuid, body in zip(self._card_uuids(shown, patient, answers), plan.card_bodies)]
         else:
             result["cards"] = []
+        needed = self._needed
         result["missing"] = [path for path in unknown if path in needed]
         if trace is not None:
             for step in trace:
@@ -298,7 +327,7 @@ class Assembler:
         known = self._outputs
         outputs = [known.get(rule_id) or self._prepare(rule_id) for rule_id in fired]
         outputs.sort(key=_by_priority)
-        findings = [dict(o.finding) for o in outputs if o.finding is not None]
+        findings = [o.finding for o in outputs if o.finding is not None]
 
         suppressed: dict[str, str] = {}
         for o in outputs:  # priority order: the heaviest rule claims first
@@ -318,8 +347,8 @@ class Assembler:
                     phase = o.phase
                     break
             for o in active:
-                if o.exercise is not None:
-                    exercises.append(o.new_exercise())
+                if o.exercise_data is not None:
+                    exercises.append(o.exercise_data)
                 if o.note is not None:
                     notes.append(o.note)
         urgency = URGENCY_FLOOR[screening]
@@ -337,8 +366,9 @@ class Assembler:
                         tier_suppressed.add(o.id)
                 active = [o for o in active if o.id not in suppressed]
         pairs = [self._question_pairs[index] for index in questions]
-        asked = [] if alone else self._questions(pairs, urgency)
-        if any(q["could_change"] == "urgency" for q in asked) and urgency < QUESTION_FLOOR:
+        ranked = [] if alone else self._ranked_questions(questions, urgency)
+        asked = [self._question_data[index, change] for index, change in ranked]
+        if any(change == "urgency" for _, change in ranked) and urgency < QUESTION_FLOOR:
             urgency = QUESTION_FLOOR
         if negative and (exercises or notes):
             status = "recommended"
@@ -364,17 +394,8 @@ class Assembler:
                 for d in destinations:
                     claimed.add(d)
                     claimed_by[d] = o.id
-        bodies = []
-        card_json = []
-        for o in shown:
-            body = o.new_card("")
-            del body["uuid"]
-            if o.id in merged:
-                del body["referral"]
-                card_json.append(_COMPACT.encode({"uuid": "", **body})[len('{"uuid":""'):])
-            else:
-                card_json.append(o.card_json)
-            bodies.append(body)
+        bodies = tuple(o.card_body_merged if o.id in merged else o.card_body for o in shown)
+        card_json = tuple(o.card_json_merged if o.id in merged else o.card_json for o in shown)
 
         tail: dict[str, Any] = {
             "urgency": URGENCY_ORDER[urgency],
@@ -387,43 +408,45 @@ class Assembler:
             "conflicts": [{"fields": list(c.fields), "message": c.message} for c in conflicts],
             "review": self._review,
             "scope": self._scope,
-            "parameters": dict(self._parameters),
+            "parameters": self._parameter_values,
         }
         text = self._text
         recommended = status == "recommended"
         by_priority = sorted(active, key=_by_priority)
         middle = "".join([
             ',"urgency":', text(tail["urgency"]), ',"red_flag_screening":', text(screening),
-            ',"findings":', _COMPACT.encode(findings),
+            ',"findings":[', ",".join([o.finding_json for o in outputs if o.finding_json is not None]), "]",
             ',"plan":{"status":', text(status), ',"phase":', text(phase), ',"exercises":[',
             ",".join([o.exercise_json for o in by_priority if o.exercise_json is not None]) if recommended else "",
             '],"notes":[',
             ",".join([o.note_json for o in by_priority if o.note_json is not None]) if recommended else text(notes[0]),
             ']},"cards":['])
         end = "".join([
-            ',"questions":', _COMPACT.encode(asked),
+            ',"questions":[', ",".join([self._question_json[index, change] for index, change in ranked]), "]",
             ',"conflicts":', _COMPACT.encode(tail["conflicts"]),
             ',"review":', self._json_review, ',"scope":', self._json_scope,
             ',"parameters":', self._json_parameters, "}"])
-        return _Plan(tail=tail, shown=tuple(shown), card_bodies=tuple(bodies), card_json=tuple(card_json),
+        return _Plan(tail=tail, shown=tuple(shown), card_bodies=bodies, card_json=card_json,  # type: ignore[arg-type]
                      json_middle=middle, json_end=end, alone=alone, suppressed=suppressed,
                      tier_suppressed=frozenset(tier_suppressed), merged=merged)
 
-    def _questions(self, questions: Sequence[tuple[Question, Rule]], urgency: int) -> list[dict[str, Any]]:
-        """Open questions, most important first: could raise urgency, then the heavier rule, then priority; one per field."""
+    def _ranked_questions(self, questions: Sequence[int], urgency: int) -> list[tuple[int, str]]:
+        """Open questions (indexes into the pairs) with what each could change, most important first:
+        could raise urgency, then the heavier rule, then priority; one per field."""
         ranked = []
-        for i, (question, rule) in enumerate(questions):
-            lifts = URGENCY_ORDER.index(rule.urgency) > urgency
-            ranked.append(((not lifts, -URGENCY_ORDER.index(rule.urgency), -rule.priority, i), question, lifts))
+        for i, index in enumerate(questions):
+            question, rule = self._question_pairs[index]
+            weight = URGENCY_ORDER.index(rule.urgency)
+            lifts = weight > urgency
+            ranked.append(((not lifts, -weight, -rule.priority, i), index, question.field, lifts))
         ranked.sort(key=operator.itemgetter(0))
-        out: list[dict[str, Any]] = []
+        out: list[tuple[int, str]] = []
         seen: set[str] = set()
-        for _, question, lifts in ranked:
-            if question.field in seen:
+        for _, index, field, lifts in ranked:
+            if field in seen:
                 continue
-            seen.add(question.field)
-            out.append({"field": question.field, "reason": render(question.reason, self._params),
-                        "could_change": "urgency" if lifts else "plan"})
+            seen.add(field)
+            out.append((index, "urgency" if lifts else "plan"))
         return out
 
     def _text(self, value: Any) -> str:

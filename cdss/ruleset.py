@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__
-from .coherence import ConflictFinder, QuestionFinder, encode_fact, read_as_unknown, review_status
+from .coherence import ConflictFinder, QuestionFinder, read_as_unknown, review_status
 from .conditions import evaluate as evaluate_condition
 from .conditions import leaves
 from .engine import after_fork_in_child
@@ -21,7 +21,7 @@ from .errors import EngineError, ParameterError, PatientDataError
 from .fields import patient_fields
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Conflict, Parameter, Rule, RuleSetInfo
-from .patient import canonical_patient, prepare
+from .patient import encode_fact, prepare
 from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical
 
 BATCH_SIZE = 64
@@ -53,7 +53,7 @@ class RuleSet:
         self._questions = QuestionFinder(loaded.rules, values)
         self._conflicts = ConflictFinder(loaded.conflicts, values)
         self._assembler = Assembler(info=loaded.info, version=__version__, rules=self._rules, needed=self._needed,
-                                    params=self._params, params_key=self._params_key, patient_key=canonical_patient,
+                                    params=self._params, params_key=self._params_key,
                                     scope=loaded.scope, review=review_status(loaded.packs),
                                     stands_alone=loaded.stands_alone, questions=self._questions.pairs)
         self._engine: Any = None
@@ -124,17 +124,18 @@ class RuleSet:
         PatientDataError for an invalid document (nothing reaches the engine) and EngineError if
         durable-rules fails.
         """
-        document, fact, unknown, encoded, conflicts = self._prepare(patient)
+        document, fact, unknown, encoded, conflicts, answers = self._prepare(patient)
         fired = (self._engine or self._durable()).fire_encoded(encoded)
         if not fired <= self._rule_ids:
             raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
         steps = self._trace(fact, fired) if trace else None
         return self._assembler.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
-                                      questions=self._questions.open(fact, fired), conflicts=conflicts)
+                                      questions=self._questions.open(fact, fired), conflicts=conflicts, answers=answers)
 
-    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, tuple[Conflict, ...]]:
+    def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, tuple[Conflict, ...], str]:
         """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path, plus the
-        declared contradictions that hold, whose fields the rules then read as unknown (issue 17)."""
+        declared contradictions that hold, whose fields the rules then read as unknown (issue 17).
+        The last item is the fact as first encoded (the patient's answers, for the card UUIDs)."""
         try:
             document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
         except PatientDataError:
@@ -145,11 +146,12 @@ class RuleSet:
             from .fhir.response import as_patient_document
 
             document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
+        answers = encoded
         conflicts = self._conflicts(fact)
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
             fact, unknown = read_as_unknown(fact, unknown, conflicts)
             encoded = encode_fact(fact)
-        return document, fact, unknown, encoded, conflicts
+        return document, fact, unknown, encoded, conflicts, answers
 
     def evaluate_many(self, patients: Iterable[Any], *, trace: bool = False,
                       chunk: int = BATCH_SIZE) -> Iterator[Assessment | PatientDataError]:
@@ -172,30 +174,36 @@ class RuleSet:
         return self._many(iter(patients), trace, chunk)
 
     def _many(self, iterator: Iterator[Any], trace: bool, chunk: int) -> Iterator[Assessment | PatientDataError]:
+        prepare_one = self._prepare
+        assemble = self._assembler.assess
+        open_questions = self._questions.open
+        rule_ids = self._rule_ids
         while True:
             documents = list(itertools.islice(iterator, chunk))
             if not documents:
                 return
             prepared: list[Any] = []
+            heads: list[str] = []
             for document in documents:
                 try:
-                    prepared.append(self._prepare(document))
+                    item = prepare_one(document)
                 except PatientDataError as error:
                     prepared.append(error)
-            valid = [item for item in prepared if not isinstance(item, PatientDataError)]
-            fired_all = iter((self._engine or self._durable()).fire_many([item[3] for item in valid]))
-            assemble = self._assembler.assess
+                    continue
+                prepared.append(item)
+                heads.append(item[3])
+            fired_all = iter((self._engine or self._durable()).fire_many(heads))
             for item in prepared:
                 if isinstance(item, PatientDataError):
                     yield item
                     continue
-                document, fact, unknown, _, conflicts = item
+                document, fact, unknown, _, conflicts, answers = item
                 fired = next(fired_all)
-                if not fired <= self._rule_ids:
-                    raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - self._rule_ids)}")
-                steps = self._trace(fact, fired) if trace else None
-                yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document, trace=steps,
-                               questions=self._questions.open(fact, fired), conflicts=conflicts)
+                if not fired <= rule_ids:
+                    raise EngineError(f"durable-rules fired rules that do not exist: {sorted(fired - rule_ids)}")
+                yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document,
+                               trace=self._trace(fact, fired) if trace else None,
+                               questions=open_questions(fact, fired), conflicts=conflicts, answers=answers)
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []
