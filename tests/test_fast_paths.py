@@ -1,0 +1,191 @@
+"""The fast paths of evaluation (issue 15) equal their references, and memoised work never leaks
+between patients: generated Python conditions vs the reference interpreter, the one-template fact
+encoder vs json.dumps, result plans shared between results, card UUIDs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cdss
+from cdss.coherence import ConflictFinder, find_conflicts, read_as_unknown
+from cdss.conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, evaluate, python_expression
+from cdss.fields import UNKNOWN, patient_fields
+from cdss.patient import encode_fact, flatten, prepare
+from cdss.result import CARD_NAMESPACE
+from tests.strategies import ABSENT, coherence_patients, patients_with_screening, put, valid_patients
+
+FIELDS = patient_fields()
+BASIC = cdss.load_rules(Path(__file__).parent / "fixtures" / "basic")
+PARAMS = {"low": 2, "high": 7, "flag": True, "stage": "activation"}
+
+
+# ---------------------------------------------------------------- generated conditions
+
+
+def _leaves() -> st.SearchStrategy[Leaf]:
+    def leaf_for(path: str) -> st.SearchStrategy[Leaf]:
+        fld = FIELDS[path]
+        if fld.kind == "tristate":
+            return st.builds(Leaf, st.just(fld), st.just("is"),
+                             st.sampled_from([True, False, "unknown", "known", ParamRef("flag")]))
+        if fld.kind == "enum":
+            values = st.sampled_from([*fld.values, ParamRef("stage")])
+            return st.one_of(st.builds(Leaf, st.just(fld), st.just("equals"), values),
+                             st.builds(Leaf, st.just(fld), st.just("in"), st.lists(st.sampled_from(fld.values),
+                                                                                    min_size=1).map(tuple)),
+                             st.builds(Leaf, st.just(fld), st.just("is"), st.sampled_from(["unknown", "known"])))
+        numbers = st.one_of(st.integers(-3, 60), st.floats(-5, 60, allow_nan=False), st.sampled_from(
+            [ParamRef("low"), ParamRef("high")]))
+        return st.one_of(st.builds(Leaf, st.just(fld), st.sampled_from(["gte", "gt", "lte", "lt", "equals"]), numbers),
+                         st.builds(Leaf, st.just(fld), st.just("is"), st.sampled_from(["unknown", "known", True])))
+
+    return st.sampled_from(sorted(FIELDS)).flatmap(leaf_for)
+
+
+conditions: st.SearchStrategy[Condition] = st.recursive(
+    _leaves(), lambda inner: st.one_of(st.lists(inner, min_size=1, max_size=4).map(lambda c: All(tuple(c))),
+                                       st.lists(inner, min_size=1, max_size=4).map(lambda c: AnyOf(tuple(c))),
+                                       inner.map(Not)), max_leaves=12)
+
+
+@given(condition=conditions, docs=st.lists(valid_patients(), min_size=1, max_size=8))
+def test_generated_python_condition_equals_the_reference_interpreter(condition: Condition, docs: list[Any]) -> None:
+    compiled = eval(f"lambda f: {python_expression(condition, PARAMS)}")  # noqa: S307 - the code under test
+    for doc in docs:
+        fact, _ = flatten(doc)
+        assert compiled(fact) == evaluate(condition, fact, PARAMS)
+
+
+# ---------------------------------------------------------------- contradictions and the encoder
+
+
+@given(doc=st.one_of(valid_patients(), coherence_patients()))
+def test_conflict_finder_equals_the_reference_and_the_fact_is_encoded_as_json_dumps(bundled: cdss.RuleSet,
+                                                                                    doc: dict[str, Any]) -> None:
+    _, fact, unknown, encoded = prepare(doc)
+    assert encoded == json.dumps(dict(fact, id="patient", kind="patient"))[:-1] == encode_fact(fact)
+    declared = bundled.loaded.conflicts
+    hits = ConflictFinder(declared, bundled.parameter_values)(fact)
+    assert list(hits) == find_conflicts(declared, fact, bundled.parameter_values)
+    read, paths = read_as_unknown(fact, unknown, hits)
+    assert encode_fact(read) == json.dumps(dict(read, id="patient", kind="patient"))[:-1]
+    assert paths == [p for p in FIELDS if p in set(unknown) | {f for c in hits for f in c.fields}]
+
+
+@given(doc=valid_patients(), unknown=st.sets(st.sampled_from(sorted(FIELDS))))
+def test_fact_encoder_with_any_fields_read_as_unknown(doc: dict[str, Any], unknown: set[str]) -> None:
+    fact, _ = flatten(doc)
+    for path in unknown:
+        fld = FIELDS[path]
+        if fld.kind == "integer":
+            fact[fld.key], fact[fld.key + "__known"] = 0, "false"
+        else:
+            fact[fld.key] = UNKNOWN
+    assert encode_fact(fact) == json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+
+
+# ---------------------------------------------------------------- memoised plans
+
+
+@given(before=st.lists(st.one_of(valid_patients(), coherence_patients(), patients_with_screening("negative")),
+                       max_size=8),
+       doc=st.one_of(valid_patients(), coherence_patients(), patients_with_screening("negative")),
+       trace=st.booleans(), which=st.sampled_from(["bundled", "basic"]))
+def test_a_result_does_not_depend_on_what_was_evaluated_before(bundled: cdss.RuleSet, before: list[Any],
+                                                               doc: dict[str, Any], trace: bool, which: str) -> None:
+    """Plans, open questions and contradictions are memoised per rule set: a rule set that has seen
+    other patients gives the same bytes as a fresh one (the bundled rules, and a small rule set
+    whose red-flag rules declare no questions)."""
+    loaded = bundled.loaded if which == "bundled" else BASIC.loaded
+    fresh = cdss.RuleSet(loaded)
+    seasoned = cdss.RuleSet(loaded)
+    for other in before:
+        seasoned.evaluate(other)
+    list(seasoned.evaluate_many(before))
+    assert seasoned.evaluate(doc, trace=trace).to_json() == fresh.evaluate(doc, trace=trace).to_json()
+    assert seasoned.evaluate(doc).to_dict() == json.loads(fresh.evaluate(doc).to_json())
+
+
+def test_changing_what_a_result_hands_out_never_changes_another_result(bundled: cdss.RuleSet) -> None:
+    """Results built from one plan share its parts: nothing handed out may be a way to change them."""
+    doc = {"back_pain": {"present": True, "trend": "worsening"}, "exercise": {"stage": "activation",
+                                                                                 "weeks_consistent": 9},
+           "red_flags": {"significant_leg_weakness": False, "numbness_or_tingling_radiating_down_leg": False,
+                         "sudden_bladder_or_bowel_control_loss": False}}
+    expected = bundled.evaluate({**doc, "patient_id": "b"}).to_json()
+    first = bundled.evaluate({**doc, "patient_id": "a"})
+    assert first.cards and first.plan and first.findings is not None
+    hooks = first.to_cds_hooks()
+    for card in hooks["cards"]:
+        extension = card["extension"]["invalid.cdss"]
+        for value in extension.values():
+            if isinstance(value, dict):
+                value.clear()
+            elif isinstance(value, list):
+                value.append("tampered")
+    for handed in (first.to_dict(), first.cards, first.plan, first.findings, first.questions, first.conflicts):
+        if isinstance(handed, dict):
+            for value in handed.values():
+                if isinstance(value, (list, dict)):
+                    value.clear()
+            handed.clear()
+        else:
+            for item in handed:
+                if isinstance(item, dict):
+                    for value in item.values():
+                        if isinstance(value, (list, dict)):
+                            value.clear()
+                    item.clear()
+            handed.clear()
+    assert bundled.evaluate({**doc, "patient_id": "b"}).to_json() == expected
+    assert first.to_json() == json.dumps(first.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- card UUIDs
+
+
+def _uuids(rules: cdss.RuleSet, doc: dict[str, Any]) -> dict[str, str]:
+    return {card["rule"]: card["uuid"] for card in rules.evaluate(doc).cards}
+
+
+@given(doc=st.one_of(valid_patients(), coherence_patients()))
+def test_card_uuids_ignore_key_order_and_null_versus_absent(bundled: cdss.RuleSet, doc: dict[str, Any]) -> None:
+    reordered = {key: (dict(reversed(list(value.items()))) if isinstance(value, dict) else value)
+                 for key, value in reversed(list(doc.items()))}
+    nulls = copy.deepcopy(doc)
+    for section, value in nulls.items():
+        if isinstance(value, dict):
+            for key in [k for k, v in value.items() if v is None]:
+                del value[key]
+    assert _uuids(bundled, doc) == _uuids(bundled, reordered) == _uuids(bundled, nulls)
+
+
+@given(doc=coherence_patients(), path=st.sampled_from(sorted(FIELDS)), data=st.data())
+def test_a_different_answer_gives_different_card_uuids(bundled: cdss.RuleSet, doc: dict[str, Any], path: str,
+                                                       data: st.DataObject) -> None:
+    fld = FIELDS[path]
+    choices: list[Any] = [None, ABSENT]
+    choices += [True, False] if fld.kind == "tristate" else list(fld.values) if fld.kind == "enum" else [0, 1, 5, 12]
+    other = put(doc, path, data.draw(st.sampled_from(choices)))
+    if flatten(other)[0] == flatten(doc)[0]:
+        return  # the same answers (e.g. null for absent)
+    before, after = _uuids(bundled, doc), _uuids(bundled, other)
+    assert not set(before.values()) & set(after.values())
+
+
+def test_card_uuid_is_the_documented_uuid5(bundled: cdss.RuleSet) -> None:
+    """docs/SERVICE.md: UUIDv5 of rule-set digest, parameters, patient id, the answers as the engine reads
+    them, and the rule id; a host can recompute it to link feedback to a card."""
+    doc = {"patient_id": "p-7", "back_pain": {"present": True}, "exercise": {"stage": "none"}}
+    answers = prepare(doc)[3]
+    params = json.dumps(dict(bundled.parameter_values), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    for card in bundled.evaluate(doc).cards:
+        name = f"{bundled.info.digest}|{params}|\"p-7\"|{answers}|{card['rule']}"
+        assert card["uuid"] == str(uuid.uuid5(CARD_NAMESPACE, name))
