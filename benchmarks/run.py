@@ -336,7 +336,7 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
     samples: dict[str, list[int]] = {k: [] for k in (
         "evaluate", "raw_engine", "host_engine", "python_generated", "python_reference",
         "part_prepare", "part_fire", "part_build", "evaluate_to_json",
-        "evaluate_many", "evaluate_many_to_json", "raw_engine_session", "raw_engine_by_chunk")}
+        "evaluate_many", "evaluate_many_to_json", "evaluate_many_unseen", "raw_engine_session", "raw_engine_by_chunk")}
     from cdss.ruleset import BATCH_SIZE
 
     chunk = BATCH_SIZE
@@ -370,7 +370,11 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
         messages = [(f'{p[3]}, "sid": "{tag}{i}"}}', f"{tag}{i}") for i, p in enumerate(prepared)]
         host_facts = [dict(p[1], sid=f"h{tag}{i}", id="patient", kind="patient") for i, p in enumerate(prepared)]
         facts = [p[1] for p in prepared]
-        build_args = list(zip(docs, prepared, fired))
+        build_args = []
+        for doc in docs:  # what assess() gets inside evaluate(): contradictions read as unknown, open questions
+            item = rules._prepare(doc)
+            fired_rules = engine.fire_encoded(item[3])
+            build_args.append((doc, item, fired_rules, rules._questions.open(item[1], fired_rules)))
         samples["evaluate"] += per_call(rules.evaluate, docs)
         samples["raw_engine"] += per_call(raw.run, messages)
         samples["host_engine"] += per_call(host.run, host_facts)
@@ -379,11 +383,18 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             lambda fact: [evaluate_condition(rule.when, fact, params) for rule in rule_list], facts)
         samples["part_prepare"] += per_call(prepare, docs)
         samples["part_fire"] += per_call(engine.fire_encoded, [p[3] for p in prepared])
-        samples["part_build"] += per_call(lambda a: assembler.build(fired=a[2], fact=a[1][1], unknown=a[1][2],
-                                                                    patient=a[0], trace=None), build_args)
+        samples["part_build"] += per_call(lambda a: assembler.assess(fired=a[2], fact=a[1][1], unknown=a[1][2],
+                                                                     patient=a[0], trace=None, questions=a[3],
+                                                                     conflicts=a[1][4], answers=a[1][5]), build_args)
         samples["evaluate_to_json"] += per_call(lambda doc: rules.evaluate(doc).to_json(), docs)
         samples["evaluate_many"] += per_patient(many, doc_chunks)
         samples["evaluate_many_to_json"] += per_patient(many_json, doc_chunks)
+        # (g'') patients never seen, by a rule set that has seen none: every memo (plans, questions) starts empty
+        unseen = patients(len(docs), seed=args.seed + 1000 + round_index)
+        fresh = cdss.RuleSet(rules.loaded)
+        fresh._durable()  # compile the engine outside the timing
+        samples["evaluate_many_unseen"] += per_patient(lambda batch: [None for _ in fresh.evaluate_many(batch)],
+                                                       [unseen[i:i + chunk] for i in range(0, len(unseen), chunk)])
         samples["raw_engine_session"] += per_patient(raw.run_session, [(c, f"s{tag}{i}") for i, c in enumerate(body_chunks)])
         # (b) timed like (g): whole chunks of 64, so a time slice lost to another process hits both alike
         samples["raw_engine_by_chunk"] += per_patient(lambda batch: [raw.run(m) for m in batch],
@@ -647,9 +658,10 @@ def markdown(result: dict[str, Any]) -> str:
         ("(c') plain Python: rules compiled to one generated function (the physical floor)", "python_generated"),
         ("  part of (a): validate + flatten (`patient.prepare`)", "part_prepare"),
         ("  part of (a): engine wrapper (`DurableRuleset.fire_encoded`)", "part_fire"),
-        ("  part of (a): result with cards (`Assembler.build`)", "part_build"),
+        ("  part of (a): result with cards and questions (`Assembler.assess`)", "part_build"),
         ("(g) `RuleSet.evaluate_many()`, per patient (64 per engine session; per chunk, thread CPU time)", "evaluate_many"),
         ("(g') `evaluate_many()` + `to_json()`", "evaluate_many_to_json"),
+        ("(g'') (g) on patients never seen, by a fresh rule set (every memo starts empty)", "evaluate_many_unseen"),
         ("(h) one-session durable floor: 64 patients asserted into one session, one `delete_state`", "raw_engine_session"),
         ("(b'') the floor (b) timed like (g) and (h): per chunk of 64 patients, thread CPU time", "raw_engine_by_chunk"),
     ]

@@ -227,6 +227,8 @@ class Assembler:
         self._red_flags_of = operator.itemgetter(*self._red_flag_keys) if len(self._red_flag_keys) > 1 else \
             (lambda fact: tuple(fact[key] for key in self._red_flag_keys))
         self._screenings: dict[tuple[str, ...], str] = {}
+        self._all_needed = needed >= set(patient_fields())
+        self._rankings: dict[tuple[tuple[int, ...], int], list[tuple[int, str]]] = {}  # (open questions, urgency)
         self._plans: dict[tuple[Any, ...], _Plan] = {}
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
@@ -298,8 +300,11 @@ class Assembler:
                                for card_uuid, body in zip(self._card_uuids(shown, patient, answers), plan.card_bodies)]
         else:
             result["cards"] = []
-        needed = self._needed
-        result["missing"] = [path for path in unknown if path in needed]
+        if self._all_needed:  # every field is read by some rule (the bundled rules): all unknowns are missing
+            result["missing"] = list(unknown)
+        else:
+            needed = self._needed
+            result["missing"] = [path for path in unknown if path in needed]
         if trace is not None:
             for step in trace:
                 rule_id = step["rule"]
@@ -366,7 +371,14 @@ class Assembler:
                         tier_suppressed.add(o.id)
                 active = [o for o in active if o.id not in suppressed]
         pairs = [self._question_pairs[index] for index in questions]
-        ranked = [] if alone else self._ranked_questions(questions, urgency)
+        if alone:
+            ranked: list[tuple[int, str]] = []
+        else:
+            ranked = self._rankings.get((questions, urgency))  # type: ignore[assignment]
+            if ranked is None:
+                ranked = self._ranked_questions(questions, urgency)
+                if len(self._rankings) < PLAN_MEMO_LIMIT:
+                    self._rankings[tuple(questions), urgency] = ranked
         asked = [self._question_data[index, change] for index, change in ranked]
         if any(change == "urgency" for _, change in ranked) and urgency < QUESTION_FLOOR:
             urgency = QUESTION_FLOOR
@@ -397,6 +409,7 @@ class Assembler:
         bodies = tuple(o.card_body_merged if o.id in merged else o.card_body for o in shown)
         card_json = tuple(o.card_json_merged if o.id in merged else o.card_json for o in shown)
 
+        conflict_data = [{"fields": list(c.fields), "message": c.message} for c in conflicts]
         tail: dict[str, Any] = {
             "urgency": URGENCY_ORDER[urgency],
             "red_flag_screening": screening,
@@ -405,14 +418,14 @@ class Assembler:
             "cards": [],
             "missing": [],
             "questions": asked,
-            "conflicts": [{"fields": list(c.fields), "message": c.message} for c in conflicts],
+            "conflicts": conflict_data,
             "review": self._review,
             "scope": self._scope,
             "parameters": self._parameter_values,
         }
         text = self._text
         recommended = status == "recommended"
-        by_priority = sorted(active, key=_by_priority)
+        by_priority = active  # `outputs` was sorted by priority, and `active` keeps its order
         middle = "".join([
             ',"urgency":', text(tail["urgency"]), ',"red_flag_screening":', text(screening),
             ',"findings":[', ",".join([o.finding_json for o in outputs if o.finding_json is not None]), "]",
@@ -423,7 +436,7 @@ class Assembler:
             ']},"cards":['])
         end = "".join([
             ',"questions":[', ",".join([self._question_json[index, change] for index, change in ranked]), "]",
-            ',"conflicts":', _COMPACT.encode(tail["conflicts"]),
+            ',"conflicts":', _COMPACT.encode(conflict_data) if conflicts else "[]",
             ',"review":', self._json_review, ',"scope":', self._json_scope,
             ',"parameters":', self._json_parameters, "}"])
         return _Plan(tail=tail, shown=tuple(shown), card_bodies=bodies, card_json=card_json,  # type: ignore[arg-type]
