@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import functools
 import itertools
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .conditions import _candidates, compile_python, evaluate, field_value, leaves, python_expression
+from .conditions import Leaf, _candidates, compile_python, evaluate, field_value, leaves, python_expression, resolve
 from .fields import UNKNOWN, Field, patient_fields
 from .model import Conflict, Pack, Question, Rule
 
@@ -49,24 +48,24 @@ MEMO_LIMIT = 100_000
 """Entries per memo; past it, new value combinations are computed each time (memory stays bounded)."""
 
 
-def fact_keys(fields: Iterable[Field]) -> tuple[str, ...]:
-    """The flat-fact keys holding these fields' values (an integer has two: value and `__known`), deduplicated."""
-    keys: dict[str, None] = {}
-    for fld in fields:
-        keys[fld.key] = None
-        if fld.kind == "integer":
-            keys[fld.key + "__known"] = None
-    return tuple(keys)
-
-
-def _getter(keys: tuple[str, ...]) -> Any:
-    """A function from a fact to the tuple of its values at `keys` (C speed, always a tuple)."""
-    if not keys:
-        return lambda fact: ()
-    if len(keys) == 1:
-        single = operator.itemgetter(keys[0])
-        return lambda fact: (single(fact),)
-    return operator.itemgetter(*keys)
+def _abstract_key(read: Sequence[Field], tree: Sequence[Leaf], params: Mapping[str, Any]) -> str:
+    """Python source of a tuple that tells apart exactly the facts the leaves `tree` can tell apart
+    on the fields `read`: a tri-state or enum by its value; a number as "?" when unknown, else
+    the signs of (value - t) for every number t a leaf compares it with."""
+    parts = []
+    for fld in read:
+        if fld.kind != "integer":
+            parts.append(f"f[{fld.key!r}]")
+            continue
+        points: set[Any] = set()
+        for leaf in tree:
+            if leaf.field.path == fld.path and leaf.op != "is":
+                operand = resolve(leaf.operand, dict(params))
+                points.update(operand if isinstance(operand, tuple) else (operand,))
+        value = f"f[{fld.key!r}]"
+        signs = "".join(f"({value} > {t!r}) - ({value} < {t!r}), " for t in sorted(points))
+        parts.append(f"('?' if f[{fld.key + '__known'!r}] == 'false' else ({signs}))")
+    return "(" + "".join(part + ", " for part in parts) + ")"
 
 
 def read_as_unknown(fact: dict[str, Any], unknown: list[str], hits: Iterable[Conflict]) -> tuple[dict[str, Any], list[str]]:
@@ -95,12 +94,15 @@ def _schema_rank() -> dict[str, int]:
 
 
 class QuestionFinder:
-    """Which declared questions are open for a fact; memoised per rule and per values it reads.
+    """Which declared questions are open for a fact; memoised on what the rules can tell apart.
 
     `pairs` lists every (question, rule) in rule-file order; `open` answers with their indexes,
     a small hashable value the result assembler can key its own memo on. Which rules may have an
-    open question (not fired, some asked field unknown) is one generated function: on most
-    patients it is the only work done here.
+    open question (not fired, some asked field unknown) is one generated function. The memo keys
+    are generated too: a tri-state or enum field by its value, a number by whether it is known
+    and on which side of each number the rules compare it with (`sign(value - threshold)`). Two
+    facts with the same key make every leaf of these rules equally true, so they have the same
+    open questions; and the keys are finitely many, so the memos fill up and stop growing.
     """
 
     def __init__(self, rules: Iterable[Rule], params: Mapping[str, Any]) -> None:
@@ -126,17 +128,24 @@ class QuestionFinder:
             unknown = " or ".join(f"f[{f.key + '__known'!r}] == 'false'" if f.kind == "integer" else
                                   f"f[{f.key!r}] == {UNKNOWN!r}" for f in asked)
             lines.append(f"    if {rule.id!r} not in fired and ({unknown}): out.append({len(self._asking)})")
-            self._asking.append((rule, read, asked, candidates, _getter(fact_keys(read)), tuple(indexes)))
-            predicates[f"rule_{len(predicates)}"] = f"def rule_{len(predicates)}(f):\n    return {python_expression(rule.when, self._params)}"
+            number = len(self._asking)
+            self._asking.append((rule, read, asked, candidates, None, tuple(indexes)))
+            predicates[f"rule_{number}"] = f"def rule_{number}(f):\n    return {python_expression(rule.when, self._params)}"
+            predicates[f"key_{number}"] = f"def key_{number}(f):\n    return {_abstract_key(read, tree, self._params)}"
         lines.append("    return out")
+        every_read = tuple({f.path: f for _, read, *_ in self._asking for f in read}.values())
+        every_leaf = [leaf for rule, *_ in self._asking for leaf in leaves(rule.when)]
+        predicates["key_all"] = f"def key_all(f):\n    return {_abstract_key(every_read, every_leaf, self._params)}"
         compiled = compile_python({"candidates": "\n".join(lines), **predicates}, "questions")
         self._candidates = compiled["candidates"]
+        self._asking = [(rule, read, asked, candidates, compiled[f"key_{i}"], indexes)
+                        for i, (rule, read, asked, candidates, _, indexes) in enumerate(self._asking)]
         # each asking rule's condition as a Python function (for the search over the answers not given)
         self._holds_fn = {rule.id: compiled[f"rule_{i}"] for i, (rule, *_) in enumerate(self._asking)}
         self.pairs: tuple[tuple[Question, Rule], ...] = tuple(pairs)
         self._memo: dict[tuple[Any, ...], tuple[str, ...]] = {}  # per rule and the values it reads
-        # per candidate rules and every value any asking rule reads: most patients are answered here
-        self._all_values = _getter(fact_keys(f for _, read, *_ in self._asking for f in read))
+        # per candidate rules and the key over every field any asking rule reads: most patients stop here
+        self._all_values = compiled["key_all"]
         self._answers: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
     def open(self, fact: Mapping[str, Any], fired: set[str]) -> tuple[int, ...]:

@@ -8,8 +8,8 @@ import hashlib
 import json
 import operator
 import uuid
-from json.encoder import encode_basestring_ascii as encode_ascii
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Any, Callable
 
 from .fields import field_label, patient_fields

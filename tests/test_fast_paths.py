@@ -191,3 +191,23 @@ def test_card_uuid_is_the_documented_uuid5(bundled: cdss.RuleSet) -> None:
     for card in bundled.evaluate(doc).cards:
         name = f"{bundled.info.digest}|{params}|\"p-7\"|{answers}|{card['rule']}"
         assert card["uuid"] == str(uuid.uuid5(CARD_NAMESPACE, name))
+
+
+INTEGER_FIELDS = sorted(path for path, fld in FIELDS.items() if fld.kind == "integer")
+
+
+@given(doc=coherence_patients(), field=st.sampled_from(INTEGER_FIELDS),
+       values=st.lists(st.one_of(st.none(), st.integers(0, 60)), min_size=2, max_size=8))
+def test_open_questions_memo_tells_numbers_apart_as_the_rules_do(bundled: cdss.RuleSet, doc: dict[str, Any],
+                                                                  field: str, values: list[Any]) -> None:
+    """The question memos key a number by the side of each threshold it is on: patients who differ
+    only in that number get the open questions a finder that has seen none of them gives."""
+    from cdss.coherence import QuestionFinder
+
+    params = bundled.parameter_values
+    seasoned = QuestionFinder(bundled.rules, params)
+    engine = bundled._durable()
+    for value in values:
+        _, fact, _, encoded, _, _ = bundled._prepare(put(doc, field, value))
+        fired = engine.fire_encoded(encoded)
+        assert seasoned.open(fact, fired) == QuestionFinder(bundled.rules, params).open(fact, fired)
