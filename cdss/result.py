@@ -57,6 +57,8 @@ PLAN_NOTE = {
     "not-indicated": "No exercise plan: no back pain is reported and no glute programme is under way.",
 }
 """Why a plan is not recommended, by plan status (issue 17: a plan says what to do, or why not)."""
+PLAN_NOTE_ALONE = "Exercise advice is withheld: this needs immediate medical attention first."
+"""The note when a rule whose urgency stands alone (emergency) fired with no red flag present."""
 
 QUESTION_FLOOR = URGENCY_ORDER.index("self-care")
 """While a question that could raise urgency is open, urgency is never `none` (unknown is not "no")."""
@@ -230,6 +232,7 @@ class Assembler:
         self._all_needed = needed >= set(patient_fields())
         self._rankings: dict[tuple[tuple[int, ...], int], list[tuple[int, str]]] = {}  # (open questions, urgency)
         self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._bases: dict[tuple[Any, ...], _Base] = {}
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
         outputs = _RuleOutputs(self._rules[rule_id], self._card_rank[rule_id], self._priority_rank[rule_id],
@@ -319,20 +322,90 @@ class Assembler:
         return Assessment(result, functools.partial(self._to_json, result, plan), alone=plan.alone)
 
     def _plan(self, fired: set[str], screening: str, questions: Sequence[int], conflicts: Sequence[Conflict]) -> _Plan:
-        """The patient-independent part of a result.
+        """The patient-independent part of a result: the rules' part (`_base`, shared by every plan with
+        these fired rules and this screening), then the open questions and the contradictions.
+
+        Open questions are ranked (could raise urgency first) and may lift urgency from none to
+        self-care; a plan says what to do, or why there is none (issue 17).
+        """
+        base_key = (frozenset(fired), screening)
+        base = self._bases.get(base_key)
+        if base is None:
+            base = self._base(fired, screening)
+            if len(self._bases) < PLAN_MEMO_LIMIT:
+                self._bases[base_key] = base
+        urgency = base.urgency
+        if base.alone:  # `stands_alone:` nothing is asked
+            ranked: list[tuple[int, str]] = []
+        else:
+            ranked = self._rankings.get((questions, urgency))  # type: ignore[assignment]
+            if ranked is None:
+                ranked = self._ranked_questions(questions, urgency)
+                if len(self._rankings) < PLAN_MEMO_LIMIT:
+                    self._rankings[tuple(questions), urgency] = ranked
+        asked = [self._question_data[index, change] for index, change in ranked]
+        if urgency < QUESTION_FLOOR and any(change == "urgency" for _, change in ranked):
+            urgency = QUESTION_FLOOR
+        negative = screening == "negative"
+        exercises, notes, phase = base.exercises, base.notes, base.phase
+        if base.alone:  # an urgency that stands alone (emergency) withholds exercise advice, red flag or not
+            status = "withheld"
+        elif negative and (exercises or notes):
+            status = "recommended"
+        elif negative:
+            gated = any(self._question_pairs[index][1].gated_by_screening for index in questions)
+            status = "pending-answers" if gated else "not-indicated"
+            phase = None
+        else:
+            status = PLAN_STATUS[screening]
+        if status != "recommended":
+            exercises, notes, phase = [], [PLAN_NOTE_ALONE if base.alone and negative else PLAN_NOTE[status]], None
+
+        conflict_data = [{"fields": list(c.fields), "message": c.message} for c in conflicts]
+        tail: dict[str, Any] = {
+            "urgency": URGENCY_ORDER[urgency],
+            "red_flag_screening": screening,
+            "findings": base.findings,
+            "plan": {"status": status, "phase": phase, "exercises": exercises, "notes": notes},
+            "cards": [],
+            "missing": [],
+            "questions": asked,
+            "conflicts": conflict_data,
+            "review": self._review,
+            "scope": self._scope,
+            "parameters": self._parameter_values,
+        }
+        text = self._text
+        recommended = status == "recommended"
+        middle = "".join([
+            ',"urgency":', text(tail["urgency"]), ',"red_flag_screening":', text(screening),
+            ',"findings":[', base.findings_json, ']',
+            ',"plan":{"status":', text(status), ',"phase":', text(phase), ',"exercises":[',
+            base.exercises_json if recommended else "", '],"notes":[',
+            base.notes_json if recommended else text(notes[0]), ']},"cards":['])
+        end = "".join([
+            ',"questions":[', ",".join([self._question_json[index, change] for index, change in ranked]), "]",
+            ',"conflicts":', _COMPACT.encode(conflict_data) if conflicts else "[]",
+            ',"review":', self._json_review, ',"scope":', self._json_scope,
+            ',"parameters":', self._json_parameters, "}"])
+        return _Plan(tail=tail, shown=base.shown, card_bodies=base.card_bodies, card_json=base.card_json,
+                     json_middle=middle, json_end=end, alone=base.alone, suppressed=base.suppressed,
+                     tier_suppressed=base.tier_suppressed, merged=base.merged)
+
+    def _base(self, fired: set[str], screening: str) -> _Base:
+        """What the fired rules say under this screening verdict, before questions and contradictions.
 
         Coherence (issue 17): a fired rule that another fired rule `supersedes` gives way (its
         card, referral and plan outputs are not shown; its finding stays); among the shown cards
         at most one referral reaches each destination (the most urgent timeframe, then card
-        order, keeps it); open questions are ranked and may lift urgency from none to self-care.
-        A result whose urgency the rule set declares `stands_alone` (e.g. emergency) shows only the
-        cards of rules at that urgency (the others give way to its heaviest rule) and asks nothing.
+        order, keeps it). A result whose urgency the rule set declares `stands_alone` (e.g.
+        emergency) shows only the cards of rules at that urgency (the others give way to its
+        heaviest rule) and asks nothing.
         """
         negative = screening == "negative"
         known = self._outputs
         outputs = [known.get(rule_id) or self._prepare(rule_id) for rule_id in fired]
         outputs.sort(key=_by_priority)
-        findings = [o.finding for o in outputs if o.finding is not None]
 
         suppressed: dict[str, str] = {}
         for o in outputs:  # priority order: the heaviest rule claims first
@@ -356,13 +429,16 @@ class Assembler:
                     exercises.append(o.exercise_data)
                 if o.note is not None:
                     notes.append(o.note)
+        # the same, as JSON text (priority order: `active` keeps the order of `outputs`)
+        exercises_json = ",".join([o.exercise_json for o in active if o.exercise_json is not None])
+        notes_json = ",".join([o.note_json for o in active if o.note_json is not None])
         urgency = URGENCY_FLOOR[screening]
         for o in outputs:
             if o.urgency > urgency:
                 urgency = o.urgency
         alone = urgency in self._stands_alone
         tier_suppressed: set[str] = set()
-        if alone:  # `stands_alone:` this tier's rules speak alone: lower cards give way, nothing is asked
+        if alone:  # `stands_alone:` this tier's rules speak alone: lower cards give way
             leader = next((o.id for o in active if o.urgency == urgency), None)
             if leader is not None:
                 for o in active:
@@ -370,27 +446,6 @@ class Assembler:
                         suppressed[o.id] = leader
                         tier_suppressed.add(o.id)
                 active = [o for o in active if o.id not in suppressed]
-        pairs = [self._question_pairs[index] for index in questions]
-        if alone:
-            ranked: list[tuple[int, str]] = []
-        else:
-            ranked = self._rankings.get((questions, urgency))  # type: ignore[assignment]
-            if ranked is None:
-                ranked = self._ranked_questions(questions, urgency)
-                if len(self._rankings) < PLAN_MEMO_LIMIT:
-                    self._rankings[tuple(questions), urgency] = ranked
-        asked = [self._question_data[index, change] for index, change in ranked]
-        if any(change == "urgency" for _, change in ranked) and urgency < QUESTION_FLOOR:
-            urgency = QUESTION_FLOOR
-        if negative and (exercises or notes):
-            status = "recommended"
-        elif negative:
-            status = "pending-answers" if any(rule.gated_by_screening for _, rule in pairs) else "not-indicated"
-            phase = None
-        else:
-            status = PLAN_STATUS[screening]
-        if status != "recommended":
-            exercises, notes = [], [PLAN_NOTE[status]]
 
         shown = [o for o in active if o.card is not None and (negative or not o.gated)]
         shown.sort(key=_by_card)
@@ -406,42 +461,13 @@ class Assembler:
                 for d in destinations:
                     claimed.add(d)
                     claimed_by[d] = o.id
-        bodies = tuple(o.card_body_merged if o.id in merged else o.card_body for o in shown)
-        card_json = tuple(o.card_json_merged if o.id in merged else o.card_json for o in shown)
-
-        conflict_data = [{"fields": list(c.fields), "message": c.message} for c in conflicts]
-        tail: dict[str, Any] = {
-            "urgency": URGENCY_ORDER[urgency],
-            "red_flag_screening": screening,
-            "findings": findings,
-            "plan": {"status": status, "phase": phase, "exercises": exercises, "notes": notes},
-            "cards": [],
-            "missing": [],
-            "questions": asked,
-            "conflicts": conflict_data,
-            "review": self._review,
-            "scope": self._scope,
-            "parameters": self._parameter_values,
-        }
-        text = self._text
-        recommended = status == "recommended"
-        by_priority = active  # `outputs` was sorted by priority, and `active` keeps its order
-        middle = "".join([
-            ',"urgency":', text(tail["urgency"]), ',"red_flag_screening":', text(screening),
-            ',"findings":[', ",".join([o.finding_json for o in outputs if o.finding_json is not None]), "]",
-            ',"plan":{"status":', text(status), ',"phase":', text(phase), ',"exercises":[',
-            ",".join([o.exercise_json for o in by_priority if o.exercise_json is not None]) if recommended else "",
-            '],"notes":[',
-            ",".join([o.note_json for o in by_priority if o.note_json is not None]) if recommended else text(notes[0]),
-            ']},"cards":['])
-        end = "".join([
-            ',"questions":[', ",".join([self._question_json[index, change] for index, change in ranked]), "]",
-            ',"conflicts":', _COMPACT.encode(conflict_data) if conflicts else "[]",
-            ',"review":', self._json_review, ',"scope":', self._json_scope,
-            ',"parameters":', self._json_parameters, "}"])
-        return _Plan(tail=tail, shown=tuple(shown), card_bodies=bodies, card_json=card_json,  # type: ignore[arg-type]
-                     json_middle=middle, json_end=end, alone=alone, suppressed=suppressed,
-                     tier_suppressed=frozenset(tier_suppressed), merged=merged)
+        return _Base(
+            urgency=urgency, alone=alone, findings=[o.finding for o in outputs if o.finding is not None],
+            findings_json=",".join([o.finding_json for o in outputs if o.finding_json is not None]),
+            exercises=exercises, notes=notes, phase=phase, exercises_json=exercises_json, notes_json=notes_json,
+            shown=tuple(shown), merged=merged, suppressed=suppressed, tier_suppressed=frozenset(tier_suppressed),
+            card_bodies=tuple(o.card_body_merged if o.id in merged else o.card_body for o in shown),  # type: ignore[misc]
+            card_json=tuple(o.card_json_merged if o.id in merged else o.card_json for o in shown))  # type: ignore[misc]
 
     def _ranked_questions(self, questions: Sequence[int], urgency: int) -> list[tuple[int, str]]:
         """Open questions (indexes into the pairs) with what each could change, most important first:
@@ -484,6 +510,17 @@ class Assembler:
 
 PLAN_MEMO_LIMIT = 16384
 """Distinct result plans kept per rule set (a few KB each); past it, new ones are worked out each time."""
+
+
+class _Base:
+    """What one set of fired rules says under one screening verdict (shared by the plans built on it)."""
+
+    __slots__ = ("alone", "card_bodies", "card_json", "exercises", "exercises_json", "findings", "findings_json",
+                 "merged", "notes", "notes_json", "phase", "shown", "suppressed", "tier_suppressed", "urgency")
+
+    def __init__(self, **parts: Any) -> None:
+        for name, value in parts.items():
+            setattr(self, name, value)
 
 
 class _Plan:

@@ -7,6 +7,7 @@ scope; CDS Hooks hosts that show only cards still see the dose, the questions an
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import jsonschema
@@ -283,3 +284,40 @@ def test_the_rule_set_snapshot_keeps_relations_questions_conflicts_and_scope() -
     assert back == loaded
     assert back.conflicts == loaded.conflicts and back.scope == loaded.scope
     assert {r.id: (r.supersedes, r.questions) for r in back.rules} == {r.id: (r.supersedes, r.questions) for r in loaded.rules}
+
+
+def test_an_emergency_that_stands_alone_withholds_exercise_advice_without_a_red_flag(tmp_path: Path) -> None:
+    """`stands_alone: [emergency]` means the emergency speaks alone even when no red flag is present (a
+    rule of another category may ask for urgency emergency): no exercise plan beside it, in the data
+    and in the JSON text alike."""
+    import shutil
+
+    root = tmp_path / "rules"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "basic", root)
+    manifest = root / "ruleset.yaml"
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "stands_alone: [emergency]\n", encoding="utf-8")
+    pack = root / "pack.yaml"
+    pack.write_text(pack.read_text(encoding="utf-8") + textwrap.indent(textwrap.dedent("""\
+          - id: urgent-referral
+            title: Urgent referral without a red flag
+            category: escalation
+            indicator: critical
+            urgency: emergency
+            priority: 950
+            guidance: [G-RED-2]
+            source: {section: When Glute Strengthening Isn’t Enough, quote: significant leg weakness}
+            when: {field: back_pain.trend, equals: worsening}
+            then:
+              card: {summary: Go to the emergency department now, detail: Urgent.}
+        """), "  "), encoding="utf-8")
+    rules = cdss.load_rules(root)
+    doc = {"red_flags": dict(ALL_NO), "back_pain": {"present": True, "trend": "worsening"},
+           "exercise": {"stage": "activation", "weeks_consistent": 1}}
+    calm = rules.evaluate({**doc, "back_pain": {"present": True, "trend": "improving"}})
+    assert calm.plan["status"] == "recommended" and calm.plan["exercises"]  # the exercise rule fires here
+    result = rules.evaluate(doc)
+    assert result.red_flag_screening == "negative" and result.urgency == "emergency"
+    assert result.plan == {"status": "withheld", "phase": None, "exercises": [],
+                           "notes": ["Exercise advice is withheld: this needs immediate medical attention first."]}
+    assert [c["rule"] for c in result.cards] == ["urgent-referral"]
+    assert result.to_json() == json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":"))
