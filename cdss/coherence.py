@@ -132,10 +132,10 @@ class QuestionFinder:
             self._asking.append((rule, read, asked, candidates, None, tuple(indexes)))
             predicates[f"rule_{number}"] = f"def rule_{number}(f):\n    return {python_expression(rule.when, self._params)}"
             predicates[f"key_{number}"] = f"def key_{number}(f):\n    return {_abstract_key(read, tree, self._params)}"
-        lines.append("    return out")
         every_read = tuple({f.path: f for _, read, *_ in self._asking for f in read}.values())
         every_leaf = [leaf for rule, *_ in self._asking for leaf in leaves(rule.when)]
-        predicates["key_all"] = f"def key_all(f):\n    return {_abstract_key(every_read, every_leaf, self._params)}"
+        # the candidate rules, with the memo key over every field any asking rule reads (None: no candidate)
+        lines.append(f"    return (tuple(out), {_abstract_key(every_read, every_leaf, self._params)}) if out else None")
         compiled = compile_python({"candidates": "\n".join(lines), **predicates}, "questions")
         self._candidates = compiled["candidates"]
         self._asking = [(rule, read, asked, candidates, compiled[f"key_{i}"], indexes)
@@ -144,21 +144,18 @@ class QuestionFinder:
         self._holds_fn = {rule.id: compiled[f"rule_{i}"] for i, (rule, *_) in enumerate(self._asking)}
         self.pairs: tuple[tuple[Question, Rule], ...] = tuple(pairs)
         self._memo: dict[tuple[Any, ...], tuple[str, ...]] = {}  # per rule and the values it reads
-        # per candidate rules and the key over every field any asking rule reads: most patients stop here
-        self._all_values = compiled["key_all"]
         self._answers: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
     def open(self, fact: Mapping[str, Any], fired: set[str]) -> tuple[int, ...]:
         """The indexes (into `pairs`) of every open question, in rule-file order."""
-        found = self._candidates(fact, fired)
-        if not found:
+        whole = self._candidates(fact, fired)
+        if whole is None:
             return ()
-        whole = (tuple(found), self._all_values(fact))
-        answer = self._answers.get(whole)
+        answer = self._answers.get(whole)  # per candidate rules and what they can tell apart: most patients stop here
         if answer is not None:
             return answer
         out: list[int] = []
-        for position in found:
+        for position in whole[0]:
             rule, read, asked, candidates, values_of, indexes = self._asking[position]
             key = (rule.id, values_of(fact))
             paths = self._memo.get(key)

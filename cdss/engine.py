@@ -166,7 +166,8 @@ class DurableRuleset:
         without an id gets one derived from its content, so identical patients would merge;
         hence every fact gets its position as id. The actions pending after each assert belong
         to that fact alone (every rule matches one fact, and the previous fact's actions were
-        completed), and each action's echoed fact is checked to carry that id.
+        completed), and each action's echoed fact is checked to carry that id. Every name returned
+        is a rule of this ruleset (an action naming any other is an EngineError).
         """
         if not heads:
             return []
