@@ -83,6 +83,9 @@ class DurableRuleset:
         self._sessions = itertools.count()
         self._label = label
         self._rule_names = frozenset(definition)
+        # each name to the one str object of it, so the sets of fired rules (kept as memo keys by the
+        # result assembler) share their strings instead of holding a new copy per patient
+        self._canonical_name = {name: name for name in definition}
         self._definition = json.dumps(definition, sort_keys=True)
         self._handle: Any = None
         self._closed = False
@@ -125,7 +128,7 @@ class DurableRuleset:
         (`{"<rule>":{"m":...}}`) instead of parsing the whole message, which echoes the fact.
         """
         engine = self._engine
-        names = self._rule_names
+        canonical = self._canonical_name
         with self._lock:
             handle = self._live_handle()
             sid = str(next(self._sessions))
@@ -138,8 +141,8 @@ class DurableRuleset:
                 result = engine.start_action_for_state(handle, state_handle)
                 action = result[1] if result else None
                 while action:
-                    name = action[2:action.find('"', 2)]
-                    if name in names:
+                    name = canonical.get(action[2:action.find('"', 2)])
+                    if name is not None:
                         fired.add(name)
                     else:  # not the shape we expect: parse it properly
                         fired.update(json.loads(action))
@@ -173,6 +176,7 @@ class DurableRuleset:
             return []
         engine = self._engine
         names = self._rule_names
+        canonical = self._canonical_name
         assert_fact = engine.assert_fact
         start_action = engine.start_action_for_state
         complete_and_start = engine.complete_and_start_action
@@ -203,8 +207,8 @@ class DurableRuleset:
                         action = result[1] if result else None
                         while action:
                             # `{"<rule>":{"m":{<the fact>}}}`: the name up to its closing quote, and the fact's own tail
-                            name = action[2:action.find('"', 2)]
-                            if name in names and action.endswith(echo):
+                            name = canonical.get(action[2:action.find('"', 2)])
+                            if name is not None and action.endswith(echo):
                                 fired.add(name)
                             else:  # not the shape we expect: parse it and check whose fact it echoes
                                 fired.update(_owned_rules(action, str(position), names))

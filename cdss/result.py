@@ -218,6 +218,8 @@ class Assembler:
         self._review = dict(review) if review is not None else {"status": "pending", "pending_packs": []}
         self._json_scope = _COMPACT.encode(self._scope)
         self._json_review = _COMPACT.encode(self._review)
+        self._json_end = (',"review":' + self._json_review + ',"scope":' + self._json_scope
+                          + ',"parameters":' + self._json_parameters + "}")
         self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
         self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
         self._question_pairs = tuple(questions)
@@ -233,6 +235,7 @@ class Assembler:
         self._rankings: dict[tuple[tuple[int, ...], int], list[tuple[int, str]]] = {}  # (open questions, urgency)
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._bases: dict[tuple[Any, ...], _Base] = {}
+        self._joins: dict[tuple[str, ...], str] = {}
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
         outputs = _RuleOutputs(self._rules[rule_id], self._card_rank[rule_id], self._priority_rank[rule_id],
@@ -289,8 +292,7 @@ class Assembler:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(fired, screening, questions, conflicts)
-            if len(self._plans) < PLAN_MEMO_LIMIT:
-                self._plans[key] = plan
+            _remember(self._plans, key, plan)
         result: dict[str, Any] = {"cdss_version": self._version, "rule_set": self._rule_set}
         if "patient_id" in patient:
             result["patient_id"] = patient["patient_id"]
@@ -332,18 +334,20 @@ class Assembler:
         base = self._bases.get(base_key)
         if base is None:
             base = self._base(fired, screening)
-            if len(self._bases) < PLAN_MEMO_LIMIT:
-                self._bases[base_key] = base
+            _remember(self._bases, base_key, base)
         urgency = base.urgency
         if base.alone:  # `stands_alone:` nothing is asked
             ranked: list[tuple[int, str]] = []
+            asked: list[dict[str, Any]] = []
+            questions_json = ""
         else:
-            ranked = self._rankings.get((questions, urgency))  # type: ignore[assignment]
-            if ranked is None:
+            ranking = self._rankings.get((questions, urgency))
+            if ranking is None:
                 ranked = self._ranked_questions(questions, urgency)
-                if len(self._rankings) < PLAN_MEMO_LIMIT:
-                    self._rankings[tuple(questions), urgency] = ranked
-        asked = [self._question_data[index, change] for index, change in ranked]
+                ranking = (ranked, [self._question_data[index, change] for index, change in ranked],
+                           ",".join([self._question_json[index, change] for index, change in ranked]))
+                _remember(self._rankings, (tuple(questions), urgency), ranking)
+            ranked, asked, questions_json = ranking
         if urgency < QUESTION_FLOOR and any(change == "urgency" for _, change in ranked):
             urgency = QUESTION_FLOOR
         negative = screening == "negative"
@@ -377,17 +381,17 @@ class Assembler:
         }
         text = self._text
         recommended = status == "recommended"
-        middle = "".join([
-            ',"urgency":', text(tail["urgency"]), ',"red_flag_screening":', text(screening),
-            ',"findings":[', base.findings_json, ']',
-            ',"plan":{"status":', text(status), ',"phase":', text(phase), ',"exercises":[',
-            base.exercises_json if recommended else "", '],"notes":[',
-            base.notes_json if recommended else text(notes[0]), ']},"cards":['])
-        end = "".join([
-            ',"questions":[', ",".join([self._question_json[index, change] for index, change in ranked]), "]",
-            ',"conflicts":', _COMPACT.encode(conflict_data) if conflicts else "[]",
-            ',"review":', self._json_review, ',"scope":', self._json_scope,
-            ',"parameters":', self._json_parameters, "}"])
+        # JSON text in parts: the long ones (findings, exercises, notes, review, scope, parameters) are
+        # the base's or the rule set's own strings, shared, so a plan costs little memory
+        middle = (',"urgency":' + text(tail["urgency"]) + ',"red_flag_screening":' + text(screening) + ',"findings":[',
+                  base.findings_json,
+                  '],"plan":{"status":' + text(status) + ',"phase":' + text(phase) + ',"exercises":[',
+                  base.exercises_json if recommended else "",
+                  '],"notes":[',
+                  base.notes_json if recommended else text(notes[0]),
+                  ']},"cards":[')
+        end = (',"questions":[', questions_json,
+               '],"conflicts":' + (_COMPACT.encode(conflict_data) if conflicts else "[]"), self._json_end)
         return _Plan(tail=tail, shown=base.shown, card_bodies=base.card_bodies, card_json=base.card_json,
                      json_middle=middle, json_end=end, alone=base.alone, suppressed=base.suppressed,
                      tier_suppressed=base.tier_suppressed, merged=base.merged)
@@ -430,8 +434,8 @@ class Assembler:
                 if o.note is not None:
                     notes.append(o.note)
         # the same, as JSON text (priority order: `active` keeps the order of `outputs`)
-        exercises_json = ",".join([o.exercise_json for o in active if o.exercise_json is not None])
-        notes_json = ",".join([o.note_json for o in active if o.note_json is not None])
+        exercises_json = self._joined([o.exercise_json for o in active if o.exercise_json is not None])
+        notes_json = self._joined([o.note_json for o in active if o.note_json is not None])
         urgency = URGENCY_FLOOR[screening]
         for o in outputs:
             if o.urgency > urgency:
@@ -488,6 +492,15 @@ class Assembler:
             out.append((index, "urgency" if lifts else "plan"))
         return out
 
+    def _joined(self, texts: list[str]) -> str:
+        """`",".join(texts)`, one shared str per distinct list (many bases recommend the same exercises)."""
+        key = tuple(texts)
+        joined = self._joins.get(key)
+        if joined is None:
+            joined = ",".join(texts)
+            _remember(self._joins, key, joined)
+        return joined
+
     def _text(self, value: Any) -> str:
         text = self._json_text.get(value)
         if text is None:
@@ -500,16 +513,24 @@ class Assembler:
         parts = [self._json_head]
         if "patient_id" in result:
             parts.append(',"patient_id":' + _COMPACT.encode(result["patient_id"]))
-        parts.append(plan.json_middle)
+        parts += plan.json_middle
         parts.append(",".join([f'{{"uuid":"{card["uuid"]}"{suffix}' for card, suffix in zip(result["cards"], plan.card_json)]))
         parts.append('],"missing":')
         parts.append(_COMPACT.encode(result["missing"]))
-        parts.append(plan.json_end)
+        parts += plan.json_end
         return "".join(parts)
 
 
-PLAN_MEMO_LIMIT = 16384
-"""Distinct result plans kept per rule set (a few KB each); past it, new ones are worked out each time."""
+PLAN_MEMO_LIMIT = 8192
+"""Entries per result memo of a rule set (plans, bases, question rankings; about 2 KB a plan): a full
+memo is emptied and fills again with what the population needs now, so memory stays bounded."""
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store in a bounded memo (see PLAN_MEMO_LIMIT)."""
+    if len(memo) >= PLAN_MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
 
 
 class _Base:
@@ -531,7 +552,7 @@ class _Plan:
                  "tier_suppressed", "merged")
 
     def __init__(self, *, tail: dict[str, Any], shown: tuple[_RuleOutputs, ...], card_bodies: tuple[dict[str, Any], ...],
-                 card_json: tuple[str, ...], json_middle: str, json_end: str, alone: bool, suppressed: dict[str, str],
+                 card_json: tuple[str, ...], json_middle: tuple[str, ...], json_end: tuple[str, ...], alone: bool, suppressed: dict[str, str],
                  tier_suppressed: frozenset[str], merged: dict[str, str]) -> None:
         self.tail = tail
         self.shown = shown
