@@ -39,9 +39,34 @@ class ConflictFinder:
         lines.append("    return out")
         self._find = compile_python({"find": "\n".join(lines)}, "conflicts")["find"]
         self._conflicts = tuple(conflicts)
+        # what reading each contradiction's fields as unknown writes into the fact (read_as_unknown)
+        fields = patient_fields()
+        self._unknown_values = {c.id: _unknown_values(fields[path] for path in c.fields) for c in self._conflicts}
 
     def __call__(self, fact: Mapping[str, Any]) -> tuple[Conflict, ...]:
         return self._find(fact, self._conflicts)  # type: ignore[no-any-return]
+
+    def read_as_unknown(self, fact: dict[str, Any], unknown: list[str],
+                        hits: Sequence[Conflict]) -> tuple[dict[str, Any], list[str]]:
+        """`read_as_unknown` for contradictions this finder found, from values prepared per contradiction."""
+        fact = dict(fact)
+        paths = set(unknown)
+        for conflict in hits:
+            fact.update(self._unknown_values[conflict.id])
+            paths.update(conflict.fields)
+        return fact, sorted(paths, key=_schema_rank().__getitem__)
+
+
+def _unknown_values(fields: Iterable[Field]) -> dict[str, Any]:
+    """The flat-fact entries that make these fields unknown (an integer is 0 with `__known` false)."""
+    out: dict[str, Any] = {}
+    for fld in fields:
+        if fld.kind == "integer":
+            out[fld.key] = 0
+            out[fld.key + "__known"] = "false"
+        else:
+            out[fld.key] = UNKNOWN
+    return out
 
 
 MEMO_LIMIT = 100_000
@@ -74,14 +99,8 @@ def read_as_unknown(fact: dict[str, Any], unknown: list[str], hits: Iterable[Con
     fact = dict(fact)
     paths = set(unknown)
     for conflict in hits:
-        for path in conflict.fields:
-            fld = fields[path]
-            if fld.kind == "integer":
-                fact[fld.key] = 0
-                fact[fld.key + "__known"] = "false"
-            else:
-                fact[fld.key] = UNKNOWN
-            paths.add(path)
+        fact.update(_unknown_values(fields[path] for path in conflict.fields))
+        paths.update(conflict.fields)
     return fact, sorted(paths, key=_schema_rank().__getitem__)
 
 

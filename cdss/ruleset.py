@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import __version__
-from .coherence import ConflictFinder, QuestionFinder, read_as_unknown, review_status
+from .coherence import ConflictFinder, QuestionFinder, review_status
 from .conditions import evaluate as evaluate_condition
 from .conditions import leaves
 from .engine import after_fork_in_child
@@ -149,7 +149,7 @@ class RuleSet:
         answers = encoded
         conflicts = self._conflicts(fact)
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
-            fact, unknown = read_as_unknown(fact, unknown, conflicts)
+            fact, unknown = self._conflicts.read_as_unknown(fact, unknown, conflicts)
             encoded = encode_fact(fact)
         return document, fact, unknown, encoded, conflicts, answers
 

@@ -72,9 +72,11 @@ def test_conflict_finder_equals_the_reference_and_the_fact_is_encoded_as_json_du
     _, fact, unknown, encoded = prepare(doc)
     assert encoded == json.dumps(dict(fact, id="patient", kind="patient"))[:-1] == encode_fact(fact)
     declared = bundled.loaded.conflicts
-    hits = ConflictFinder(declared, bundled.parameter_values)(fact)
+    finder = ConflictFinder(declared, bundled.parameter_values)
+    hits = finder(fact)
     assert list(hits) == find_conflicts(declared, fact, bundled.parameter_values)
     read, paths = read_as_unknown(fact, unknown, hits)
+    assert finder.read_as_unknown(fact, unknown, hits) == (read, paths)
     assert encode_fact(read) == json.dumps(dict(read, id="patient", kind="patient"))[:-1]
     assert paths == [p for p in FIELDS if p in set(unknown) | {f for c in hits for f in c.fields}]
 
