@@ -1,17 +1,19 @@
 """`cdss evaluate FILE...` without click: the one-patient command is mostly start-up (issue 15).
 
-Importing click and building every command's options costs about a sixth of a one-patient
-run, and freeing every module and object at exit another tenth; neither changes a result.
-So `cdss.cli.main` first offers the command line to `run()` here, which takes only the plain
+Importing click and building every command's options cost a seventh of a one-patient run,
+and freeing every module and object at exit another 7 %; neither changes a result. So
+`cdss.cli.main` first offers the command line to `run()` here, which takes only the plain
 form: `evaluate` followed by existing readable FILEs and the options `--format json|cds-hooks|
 fhir`, `--explain`, `--rules DIR`, `--param NAME=VALUE` and `--allow-in-progress`, each at most
-once (`--param` repeatable), to a UTF-8 standard output. It computes every result first and
-writes nothing until all succeeded; anything else (another command, `--help`, `-`, the text
-report, an unknown or repeated option, a missing file, an invalid patient or rule file, any
-exception) returns None untouched and the click command runs instead, so every message, help
-text and exit code is the click command's. Output is byte-identical: the same functions make
-the text (`formatted`, shared with `commands._evaluate_one`), written as `click.echo` writes
-to a UTF-8 stream whose text has no ANSI codes.
+once (`--param` repeatable), to a UTF-8 standard output, not on Windows. It computes every
+result first and writes nothing until all succeeded; anything else (another command, `--help`,
+`-`, the text report, an unknown or repeated option, a missing file, an invalid patient or
+rule file, any exception) returns untouched and the click command runs instead, so every
+message, help text and exit code is the click command's. Output is byte-identical: the same
+function makes the text (`formatted`, shared with `commands._evaluate_one`), written as
+`click.echo` writes it to a UTF-8 stream (the text holds no ANSI codes). A failed write exits
+through the click command's own mapping (`commands.exit_code_for`). Tests:
+tests/test_cold_start.py runs both paths on the same command lines.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def _results(plan: dict[str, Any]) -> list[str]:
 
 def run(argv: Sequence[str] | None = None) -> None:
     """Evaluate and exit when the command line is a plain `evaluate` that succeeds; else return."""
+    if os.name == "nt":  # click expands wildcards in sys.argv and writes to the console its own way there
+        return
     args = list(sys.argv[1:] if argv is None else argv)
     plan = parse(args)
     if plan is None or sys.stdout is None or os.environ.get("_CDSS_COMPLETE") or not _utf8_stdout():
