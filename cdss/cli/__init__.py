@@ -8,7 +8,8 @@ need, imported lazily so `cdss --help` stays fast; `cli` is imported on first us
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from .commands import cli
