@@ -541,6 +541,8 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "wheel_cpu_ms": round(statistics.median(c for _, c in wheel_cold) * 1000, 1),
             "wheel_python_pass_cpu_ms": round(statistics.median(c for _, c in bare_wheel) * 1000, 1),
             "wheel_over_python_cpu_ratio": round(cpu, 2)})
+    if args.only_cold_start:
+        return out
 
     # (d) batch throughput: same JSONL file, 1 and 2 workers, median of N runs
     batch = workdir / "patients.jsonl"
@@ -757,6 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", type=Path, default=None, help="rule-set directory (default: the bundled rules)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-cli", action="store_true", help="skip (d) and (e)")
+    parser.add_argument("--only-cold-start", action="store_true",
+                        help="measure only (e), the cold start, and print its figures (JSON); nothing is written")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): to prove the script works")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the results (default: benchmarks/results/run-<UTC timestamp>.json, untracked)")
@@ -784,6 +788,10 @@ def main(argv: list[str] | None = None) -> int:
         args.rules = args.rules.resolve()
     if args.rss_child:
         rss_child(args)
+        return 0
+    if args.only_cold_start:
+        with tempfile.TemporaryDirectory(prefix="cdss-bench-") as tmp:
+            print(json.dumps(command_line(args, Path(tmp))["cold_start"], indent=2))
         return 0
 
     started = time.perf_counter()

@@ -98,20 +98,8 @@ class CdssGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo("cdss: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            _silence_stdout()
-            ctx.exit(EXIT_BROKEN_PIPE)
-        except OSError as error:
-            output = output_failure(error)
-            if output is None:
-                raise self._failure(ctx, error) from None
-            _silence_stdout()
-            raise output from None
-        except Exception as error:  # noqa: BLE001 - the one place that turns any failure into an exit code
-            raise self._failure(ctx, error) from None
+        except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - the one place that turns any failure into an exit code
+            _exit_for(ctx, error)
 
     @staticmethod
     def _failure(ctx: click.Context, error: Exception) -> Fail:
@@ -131,6 +119,37 @@ class CdssGroup(click.Group):
         detail = _one_line(f"{type(error).__name__}: {error}", 200)
         hint = "" if (ctx.obj or {}).get("debug") else "; rerun with --debug for the traceback"
         return Fail(f"{what} ({detail}); this is a bug in cdss: {REPORT_TO}{hint}", EXIT_INTERNAL)
+
+
+def _exit_for(ctx: click.Context, error: BaseException) -> NoReturn:
+    """Ctrl-C: 130; a closed pipe: 141, silently; output that cannot be written: 5; anything else:
+    the user error it is (exit 1, 2 or 3) or an internal error (exit 4)."""
+    if isinstance(error, KeyboardInterrupt):
+        click.echo("cdss: interrupted", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    if isinstance(error, BrokenPipeError):
+        _silence_stdout()
+        ctx.exit(EXIT_BROKEN_PIPE)
+    if isinstance(error, OSError):
+        output = output_failure(error)
+        if output is None:
+            raise CdssGroup._failure(ctx, error) from None
+        _silence_stdout()
+        raise output from None
+    raise CdssGroup._failure(ctx, error) from None  # type: ignore[arg-type]
+
+
+def exit_code_for(error: BaseException) -> int:
+    """What `cdss` writes to stderr and exits with for `error` raised while a command ran; for the
+    click-free `cdss evaluate` (cdss.cli.quick), whose output can fail to be written as click's can."""
+    ctx = click.Context(cli, info_name="cdss", obj={"debug": False})
+    try:
+        _exit_for(ctx, error)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as failure:
+        failure.show()
+        return failure.exit_code
 
 
 def output_failure(error: OSError) -> Fail | None:
@@ -354,6 +373,7 @@ class _InputFailure(Exception):
 def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrides: dict[str, str],
                   label: str | None, allow_in_progress: bool = False) -> str:
     from .input import InputProblem, patient_problem, with_fhir_options
+    from .quick import formatted  # the same text as the click-free path writes
     from ..errors import PatientDataError
 
     try:
@@ -361,20 +381,13 @@ def _evaluate_one(name: str, rules: RuleSet, *, fmt: str, explain: bool, overrid
         try:
             assessment = rules.evaluate(with_fhir_options(document, rules, allow_in_progress), trace=explain)
             if fmt == "fhir":  # may refuse a patient_id FHIR cannot carry
-                from ..fhir.guidance import guidance_bundle
-                from ..result import compact
-
-                return compact(guidance_bundle(assessment.to_dict()))
+                return formatted(assessment, fmt)
         except PatientDataError as error:
             raise patient_problem(error, document) from None
     except InputProblem as problem:
         raise _InputFailure(problem) from None
-    if fmt == "json":
-        return str(assessment.to_json())
-    if fmt == "cds-hooks":
-        from ..result import compact
-
-        return compact(assessment.to_cds_hooks())
+    if fmt != "text":
+        return formatted(assessment, fmt)
     from .textreport import render_result
 
     return render_result(assessment.to_dict(), overrides=overrides, label=label)
