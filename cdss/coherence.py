@@ -128,7 +128,7 @@ class QuestionFinder:
         self._params = dict(params)
         fields = patient_fields()
         pairs: list[tuple[Question, Rule]] = []
-        self._asking: list[tuple[Rule, tuple[Field, ...], tuple[Field, ...], dict[str, list[Any]], Any,
+        self._asking: list[tuple[Rule, tuple[Field, ...], tuple[Field, ...], dict[str, list[Any]],
                                  tuple[tuple[str, int], ...]]] = []
         lines = ["def candidates(f, fired):", "    out = []"]
         predicates: dict[str, str] = {}
@@ -148,22 +148,27 @@ class QuestionFinder:
                                   f"f[{f.key!r}] == {UNKNOWN!r}" for f in asked)
             lines.append(f"    if {rule.id!r} not in fired and ({unknown}): out.append({len(self._asking)})")
             number = len(self._asking)
-            self._asking.append((rule, read, asked, candidates, None, tuple(indexes)))
+            self._asking.append((rule, read, asked, candidates, tuple(indexes)))
             predicates[f"rule_{number}"] = f"def rule_{number}(f):\n    return {python_expression(rule.when, self._params)}"
             predicates[f"key_{number}"] = f"def key_{number}(f):\n    return {_abstract_key(read, tree, self._params)}"
         every_read = tuple({f.path: f for _, read, *_ in self._asking for f in read}.values())
         every_leaf = [leaf for rule, *_ in self._asking for leaf in leaves(rule.when)]
         # the candidate rules, with the memo key over every field any asking rule reads (None: no candidate)
         lines.append(f"    return (tuple(out), {_abstract_key(every_read, every_leaf, self._params)}) if out else None")
-        compiled = compile_python({"candidates": "\n".join(lines), **predicates}, "questions")
-        self._candidates = compiled["candidates"]
-        self._asking = [(rule, read, asked, candidates, compiled[f"key_{i}"], indexes)
-                        for i, (rule, read, asked, candidates, _, indexes) in enumerate(self._asking)]
-        # each asking rule's condition as a Python function (for the search over the answers not given)
-        self._holds_fn = {rule.id: compiled[f"rule_{i}"] for i, (rule, *_) in enumerate(self._asking)}
+        self._candidates = compile_python({"candidates": "\n".join(lines)}, "questions")["candidates"]
+        # per asking rule, compiled on its first memo miss (a one-patient run compiles few of them):
+        # its memo key, and its condition (for the search over the answers not given)
+        self._sources = predicates
+        self._compiled: dict[int, tuple[Any, Any]] = {}
         self.pairs: tuple[tuple[Question, Rule], ...] = tuple(pairs)
         self._memo: dict[tuple[Any, ...], tuple[str, ...]] = {}  # per rule and the values it reads
         self._answers: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+    def _compile(self, position: int) -> tuple[Any, Any]:
+        sources = {name: self._sources[name] for name in (f"key_{position}", f"rule_{position}")}
+        compiled = compile_python(sources, "questions")
+        functions = self._compiled[position] = (compiled[f"key_{position}"], compiled[f"rule_{position}"])
+        return functions
 
     def open(self, fact: Mapping[str, Any], fired: set[str]) -> tuple[int, ...]:
         """The indexes (into `pairs`) of every open question, in rule-file order."""
@@ -175,12 +180,13 @@ class QuestionFinder:
             return answer
         out: list[int] = []
         for position in whole[0]:
-            rule, read, asked, candidates, values_of, indexes = self._asking[position]
-            key = (rule.id, values_of(fact))
+            rule, read, asked, candidates, indexes = self._asking[position]
+            key_of, holds = self._compiled.get(position) or self._compile(position)
+            key = (rule.id, key_of(fact))
             paths = self._memo.get(key)
             if paths is None:
                 values = tuple(field_value(fact, f) for f in read)  # type: ignore[arg-type]
-                paths = self._open_fields(rule, read, asked, candidates, values)
+                paths = self._open_fields(holds, read, asked, candidates, values)
                 if len(self._memo) < MEMO_LIMIT:
                     self._memo[key] = paths
             out.extend(index for path, index in indexes if path in paths)
@@ -189,7 +195,8 @@ class QuestionFinder:
             self._answers[whole] = answer
         return answer
 
-    def _open_fields(self, rule: Rule, read: tuple[Field, ...], asked: tuple[Field, ...],
+    @staticmethod
+    def _open_fields(holds: Any, read: tuple[Field, ...], asked: tuple[Field, ...],
                      candidates: dict[str, list[Any]], values: tuple[Any, ...]) -> tuple[str, ...]:
         base = dict(zip((f.path for f in read), values))
         free = [f for f in asked if base[f.path] == UNKNOWN]
@@ -199,26 +206,28 @@ class QuestionFinder:
         for combo in itertools.product(*(candidates[f.path] for f in free)):
             trial = dict(base)
             trial.update(zip((f.path for f in free), combo))
-            if not self._holds(rule, read, trial):
+            if not _holds(holds, read, trial):
                 continue
             for f, value in zip(free, combo):
                 if value != UNKNOWN and f.path not in matters:
                     without = dict(trial)
                     without[f.path] = UNKNOWN
-                    if not self._holds(rule, read, without):
+                    if not _holds(holds, read, without):
                         matters.add(f.path)
         return tuple(f.path for f in free if f.path in matters)
 
-    def _holds(self, rule: Rule, read: tuple[Field, ...], values: Mapping[str, Any]) -> bool:
-        fact: dict[str, Any] = {}
-        for f in read:
-            value = values[f.path]
-            if f.kind == "integer":
-                fact[f.key] = 0 if value == UNKNOWN else value
-                fact[f.key + "__known"] = "false" if value == UNKNOWN else "true"
-            else:
-                fact[f.key] = value
-        return bool(self._holds_fn[rule.id](fact))
+
+def _holds(holds: Any, read: tuple[Field, ...], values: Mapping[str, Any]) -> bool:
+    """A compiled rule condition on field values given by path (UNKNOWN for an unknown number too)."""
+    fact: dict[str, Any] = {}
+    for f in read:
+        value = values[f.path]
+        if f.kind == "integer":
+            fact[f.key] = 0 if value == UNKNOWN else value
+            fact[f.key + "__known"] = "false" if value == UNKNOWN else "true"
+        else:
+            fact[f.key] = value
+    return bool(holds(fact))
 
 
 # ---------------------------------------------------------------- review status
