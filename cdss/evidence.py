@@ -9,7 +9,7 @@ against the real text, with no extra flag and nothing outside the rule-set direc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from .records import dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 

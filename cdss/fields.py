@@ -7,7 +7,7 @@ readable by rules, a field removed makes every rule that reads it fail to load.
 from __future__ import annotations
 
 import re
-from .records import dataclass
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 

@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import re
-from .records import dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from .records import dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .conditions import Condition
