@@ -8,11 +8,11 @@ for absent or null), because durable-rules misbehaves on missing nested fields.
 
 from __future__ import annotations
 
-import difflib
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .errors import PatientDataError, describe_value, printable
 from .fields import UNKNOWN, Field, patient_fields
@@ -99,6 +99,8 @@ def _first_unknown_key(node: Any, node_schema: dict[str, Any], path: str) -> Pat
     for key, value in node.items():
         if not isinstance(key, str) or key not in properties:
             shown = _shown_key(key)
+            import difflib  # only on this error path: not in a one-patient start
+
             near = difflib.get_close_matches(key, list(properties), n=1, cutoff=0.6) if shown == key else []
             hint = f"did you mean '{near[0]}'?" if near else None
             known = ", ".join(properties) if properties else "none"

@@ -7,10 +7,10 @@ import functools
 import hashlib
 import json
 import operator
-import uuid
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as encode_ascii
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .fields import field_label, patient_fields
 from .model import (
@@ -26,7 +26,24 @@ from .model import (
     resolve_bound,
 )
 
-CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
+CARD_NAMESPACE_BYTES = bytes.fromhex("c3dc0c314be458548455f308d83b51ea")
+"""`uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards").bytes`, the namespace of card UUIDs
+(`CARD_NAMESPACE` is it as a uuid.UUID): bytes, so a one-patient run need not import uuid."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CARD_NAMESPACE":
+        import uuid
+
+        return uuid.UUID(bytes=CARD_NAMESPACE_BYTES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(CARD_NAMESPACE, name))`."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.UUID(bytes=CARD_NAMESPACE_BYTES), name))
 EXTENSION_KEY = "invalid.cdss"
 TOPIC_SYSTEM = "https://cdss.invalid/rules"
 """The code system of `source.topic` (a CDS Hooks Coding needs `system` and `code`): codes are rule ids."""
@@ -102,9 +119,29 @@ class _RuleOutputs:
     as data (shared, read-only, by the results that show them) and as JSON text (spliced into
     `Assessment.to_json`)."""
 
-    __slots__ = ("supersedes", "id", "card_rank", "priority_rank", "urgency", "gated", "finding", "finding_json", "has_phase",
-                 "phase", "exercise", "exercise_data", "exercise_json", "note", "note_json", "card", "card_body",
-                 "card_body_merged", "card_json", "card_json_merged", "uuid_tail")
+    __slots__ = (
+        "card",
+        "card_body",
+        "card_body_merged",
+        "card_json",
+        "card_json_merged",
+        "card_rank",
+        "exercise",
+        "exercise_data",
+        "exercise_json",
+        "finding",
+        "finding_json",
+        "gated",
+        "has_phase",
+        "id",
+        "note",
+        "note_json",
+        "phase",
+        "priority_rank",
+        "supersedes",
+        "urgency",
+        "uuid_tail",
+    )
 
     def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str) -> None:
         then = rule.then
@@ -207,7 +244,7 @@ class Assembler:
         self._red_flag_keys = tuple(f.key for f in patient_fields().values() if f.path.startswith(RED_FLAG_PREFIX))
         self._parameters = tuple((name, params[name]) for name in sorted(params))
         try:
-            self._uuid_prefix: Any = hashlib.sha1(CARD_NAMESPACE.bytes + f"{info.digest}|{params_key}|".encode())
+            self._uuid_prefix: Any = hashlib.sha1(CARD_NAMESPACE_BYTES + f"{info.digest}|{params_key}|".encode())
         except UnicodeEncodeError:  # let uuid.uuid5 do (and fail) exactly as it would
             self._uuid_prefix = None
         self._outputs: dict[str, _RuleOutputs] = {}
@@ -253,7 +290,7 @@ class Assembler:
         prefix = self._uuid_prefix
         if prefix is None:
             head = f"{self._info.digest}|{self._params_key}|{identity}"
-            return [str(uuid.uuid5(CARD_NAMESPACE, head + o.id)) for o in shown]
+            return [_uuid5(head + o.id) for o in shown]
         patient_state = prefix.copy()
         patient_state.update(identity.encode())
         out = []
@@ -548,8 +585,18 @@ class _Plan:
     """The part of a result that does not depend on the patient document, shared read-only by
     every Assessment built from it (Assessment never hands its data out uncopied)."""
 
-    __slots__ = ("tail", "shown", "card_bodies", "card_json", "json_middle", "json_end", "alone", "suppressed",
-                 "tier_suppressed", "merged")
+    __slots__ = (
+        "alone",
+        "card_bodies",
+        "card_json",
+        "json_end",
+        "json_middle",
+        "merged",
+        "shown",
+        "suppressed",
+        "tail",
+        "tier_suppressed",
+    )
 
     def __init__(self, *, tail: dict[str, Any], shown: tuple[_RuleOutputs, ...], card_bodies: tuple[dict[str, Any], ...],
                  card_json: tuple[str, ...], json_middle: tuple[str, ...], json_end: tuple[str, ...], alone: bool, suppressed: dict[str, str],
@@ -682,7 +729,7 @@ class Assessment:
         out: list[dict[str, Any]] = []
 
         def add(kind: str, indicator: str, summary: str, detail: str, payload: Any) -> None:
-            out.append({"uuid": str(uuid.uuid5(CARD_NAMESPACE, f"{kind}|{seed}")), "summary": summary, "detail": detail,
+            out.append({"uuid": _uuid5(f"{kind}|{seed}"), "summary": summary, "detail": detail,
                         "indicator": indicator, "source": {"label": label, "topic": {"system": TOPIC_SYSTEM, "code": kind, "display": kind}},
                         "extension": {EXTENSION_KEY: {kind: payload, "kind": kind, "rule_set": data["rule_set"],
                                                       "urgency": data["urgency"],

@@ -184,6 +184,10 @@ def test_a_different_answer_gives_different_card_uuids(bundled: cdss.RuleSet, do
     assert not set(before.values()) & set(after.values())
 
 
+def test_card_namespace_is_the_documented_uuid5() -> None:
+    assert CARD_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
+
+
 def test_card_uuid_is_the_documented_uuid5(bundled: cdss.RuleSet) -> None:
     """docs/SERVICE.md: UUIDv5 of rule-set digest, parameters, patient id, the answers as the engine reads
     them, and the rule id; a host can recompute it to link feedback to a card."""
