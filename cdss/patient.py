@@ -109,9 +109,9 @@ def _first_unknown_key(node: Any, node_schema: dict[str, Any], path: str) -> Pat
         sub = properties[key]
         if "$ref" in sub:
             sub = defs[sub["$ref"].rsplit("/", 1)[-1]]
-        found = _first_unknown_key(value, sub, f"{path}.{key}")
-        if found is not None:
-            return found
+        nested = _first_unknown_key(value, sub, f"{path}.{key}")
+        if nested is not None:
+            return nested
     return None
 
 

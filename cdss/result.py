@@ -9,7 +9,7 @@ import json
 import operator
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as encode_ascii
-from typing import Any
+from typing import Any, NamedTuple
 from collections.abc import Callable
 
 from .fields import field_label, patient_fields
@@ -269,7 +269,8 @@ class Assembler:
             (lambda fact: tuple(fact[key] for key in self._red_flag_keys))
         self._screenings: dict[tuple[str, ...], str] = {}
         self._all_needed = needed >= set(patient_fields())
-        self._rankings: dict[tuple[tuple[int, ...], int], list[tuple[int, str]]] = {}  # (open questions, urgency)
+        # (open questions, urgency) -> (ranked (index, could_change), the questions as data, as JSON text)
+        self._rankings: dict[tuple[tuple[int, ...], int], tuple[list[tuple[int, str]], list[dict[str, Any]], str]] = {}
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._bases: dict[tuple[Any, ...], _Base] = {}
         self._joins: dict[tuple[str, ...], str] = {}
@@ -378,7 +379,7 @@ class Assembler:
             asked: list[dict[str, Any]] = []
             questions_json = ""
         else:
-            ranking = self._rankings.get((questions, urgency))
+            ranking = self._rankings.get((tuple(questions), urgency))
             if ranking is None:
                 ranked = self._ranked_questions(questions, urgency)
                 ranking = (ranked, [self._question_data[index, change] for index, change in ranked],
@@ -570,47 +571,40 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
     memo[key] = value
 
 
-class _Base:
+class _Base(NamedTuple):
     """What one set of fired rules says under one screening verdict (shared by the plans built on it)."""
 
-    __slots__ = ("alone", "card_bodies", "card_json", "exercises", "exercises_json", "findings", "findings_json",
-                 "merged", "notes", "notes_json", "phase", "shown", "suppressed", "tier_suppressed", "urgency")
+    urgency: int
+    alone: bool
+    findings: list[dict[str, Any]]
+    findings_json: str
+    exercises: list[dict[str, Any]]
+    notes: list[str]
+    phase: str | None
+    exercises_json: str
+    notes_json: str
+    shown: tuple[_RuleOutputs, ...]
+    merged: dict[str, str]
+    suppressed: dict[str, str]
+    tier_suppressed: frozenset[str]
+    card_bodies: tuple[dict[str, Any], ...]
+    card_json: tuple[str, ...]
 
-    def __init__(self, **parts: Any) -> None:
-        for name, value in parts.items():
-            setattr(self, name, value)
 
-
-class _Plan:
+class _Plan(NamedTuple):
     """The part of a result that does not depend on the patient document, shared read-only by
     every Assessment built from it (Assessment never hands its data out uncopied)."""
 
-    __slots__ = (
-        "alone",
-        "card_bodies",
-        "card_json",
-        "json_end",
-        "json_middle",
-        "merged",
-        "shown",
-        "suppressed",
-        "tail",
-        "tier_suppressed",
-    )
-
-    def __init__(self, *, tail: dict[str, Any], shown: tuple[_RuleOutputs, ...], card_bodies: tuple[dict[str, Any], ...],
-                 card_json: tuple[str, ...], json_middle: tuple[str, ...], json_end: tuple[str, ...], alone: bool, suppressed: dict[str, str],
-                 tier_suppressed: frozenset[str], merged: dict[str, str]) -> None:
-        self.tail = tail
-        self.shown = shown
-        self.card_bodies = card_bodies
-        self.card_json = card_json
-        self.json_middle = json_middle
-        self.json_end = json_end
-        self.alone = alone
-        self.suppressed = suppressed
-        self.tier_suppressed = tier_suppressed
-        self.merged = merged
+    tail: dict[str, Any]
+    shown: tuple[_RuleOutputs, ...]
+    card_bodies: tuple[dict[str, Any], ...]
+    card_json: tuple[str, ...]
+    json_middle: tuple[str, ...]
+    json_end: tuple[str, ...]
+    alone: bool
+    suppressed: dict[str, str]
+    tier_suppressed: frozenset[str]
+    merged: dict[str, str]
 
 
 def _by_referral(o: _RuleOutputs) -> tuple[int, int, int]:
