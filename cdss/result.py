@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import operator
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Any, NamedTuple
-from collections.abc import Callable
 
 from .fields import field_label, patient_fields
 from .model import (
@@ -331,35 +329,43 @@ class Assembler:
         if plan is None:
             plan = self._plan(fired, screening, questions, conflicts)
             _remember(self._plans, key, plan)
-        result: dict[str, Any] = {"cdss_version": self._version, "rule_set": self._rule_set}
-        if "patient_id" in patient:
-            result["patient_id"] = patient["patient_id"]
-        result.update(plan.tail)
         shown = plan.shown
         if shown:
             if answers is None:
                 answers = json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
-            result["cards"] = [{"uuid": card_uuid, **body}
-                               for card_uuid, body in zip(self._card_uuids(shown, patient, answers), plan.card_bodies)]
+            uuids = self._card_uuids(shown, patient, answers)
         else:
-            result["cards"] = []
+            uuids = []
         if self._all_needed:  # every field is read by some rule (the bundled rules): all unknowns are missing
-            result["missing"] = list(unknown)
+            missing = list(unknown)
         else:
             needed = self._needed
-            result["missing"] = [path for path in unknown if path in needed]
-        if trace is not None:
-            for step in trace:
-                rule_id = step["rule"]
-                if rule_id in plan.suppressed:
-                    step["suppressed_by"] = plan.suppressed[rule_id]
-                    if rule_id in plan.tier_suppressed:
-                        step["stands_alone"] = result["urgency"]
-                if rule_id in plan.merged:
-                    step["referral_merged_into"] = plan.merged[rule_id]
-            result["trace"] = trace
-            return Assessment(result, alone=plan.alone)
-        return Assessment(result, functools.partial(self._to_json, result, plan), alone=plan.alone)
+            missing = [path for path in unknown if path in needed]
+        pending = _Pending(self, plan, patient.get("patient_id", _NO_ID), uuids, missing)
+        if trace is None:
+            return Assessment(None, alone=plan.alone, pending=pending)
+        result = pending.to_dict()
+        for step in trace:
+            rule_id = step["rule"]
+            if rule_id in plan.suppressed:
+                step["suppressed_by"] = plan.suppressed[rule_id]
+                if rule_id in plan.tier_suppressed:
+                    step["stands_alone"] = result["urgency"]
+            if rule_id in plan.merged:
+                step["referral_merged_into"] = plan.merged[rule_id]
+        result["trace"] = trace
+        return Assessment(result, alone=plan.alone)
+
+    def _result(self, pending: _Pending) -> dict[str, Any]:
+        """The result dict (key order as in the contract); its parts other than the patient's are the plan's, shared."""
+        plan = pending.plan
+        result: dict[str, Any] = {"cdss_version": self._version, "rule_set": self._rule_set}
+        if pending.patient_id is not _NO_ID:
+            result["patient_id"] = pending.patient_id
+        result.update(plan.tail)
+        result["cards"] = [{"uuid": card_uuid, **body} for card_uuid, body in zip(pending.uuids, plan.card_bodies)]
+        result["missing"] = pending.missing
+        return result
 
     def _plan(self, fired: set[str], screening: str, questions: Sequence[int], conflicts: Sequence[Conflict]) -> _Plan:
         """The patient-independent part of a result: the rules' part (`_base`, shared by every plan with
@@ -545,18 +551,43 @@ class Assembler:
             text = self._json_text[value] = _COMPACT.encode(value)
         return text
 
-    def _to_json(self, result: dict[str, Any], plan: _Plan) -> str:
-        """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` for a result `assess` built from
-        this plan: the plan's prepared JSON texts with the patient id and card UUIDs spliced in."""
+    def _to_json(self, pending: _Pending) -> str:
+        """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` of `_result(pending)`, without
+        building it: the plan's prepared JSON texts with the patient id, card UUIDs and missing answers spliced in."""
+        plan = pending.plan
         parts = [self._json_head]
-        if "patient_id" in result:
-            parts.append(',"patient_id":' + _COMPACT.encode(result["patient_id"]))
+        if pending.patient_id is not _NO_ID:
+            parts.append(',"patient_id":' + _COMPACT.encode(pending.patient_id))
         parts += plan.json_middle
-        parts.append(",".join([f'{{"uuid":"{card["uuid"]}"{suffix}' for card, suffix in zip(result["cards"], plan.card_json)]))
+        parts.append(",".join([f'{{"uuid":"{card_uuid}"{suffix}' for card_uuid, suffix in zip(pending.uuids, plan.card_json)]))
         parts.append('],"missing":')
-        parts.append(_COMPACT.encode(result["missing"]))
+        parts.append(_COMPACT.encode(pending.missing))
         parts += plan.json_end
         return "".join(parts)
+
+
+_NO_ID: Any = object()
+"""`_Pending.patient_id` of a document without `patient_id` (a result then has no such key)."""
+
+
+class _Pending:
+    """A result not built yet: its plan and the parts that are the patient's own (id, card UUIDs,
+    missing answers). JSON is spliced from it directly; the dict is built on first use."""
+
+    __slots__ = ("assembler", "missing", "patient_id", "plan", "uuids")
+
+    def __init__(self, assembler: Assembler, plan: _Plan, patient_id: Any, uuids: list[str], missing: list[str]) -> None:
+        self.assembler = assembler
+        self.plan = plan
+        self.patient_id = patient_id
+        self.uuids = uuids
+        self.missing = missing
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.assembler._result(self)
+
+    def to_json(self) -> str:
+        return self.assembler._to_json(self)
 
 
 PLAN_MEMO_LIMIT = 8192
@@ -632,13 +663,19 @@ class Assessment:
     hands that data out without copying it.
     """
 
-    __slots__ = ("_alone", "_data", "_json")
+    __slots__ = ("_alone", "_built", "_pending")
 
-    def __init__(self, data: dict[str, Any], json_text: Callable[[], str] | None = None, *,
-                 alone: bool = False) -> None:
-        self._data = data
-        self._json = json_text  # a faster `to_json()` (same text), supplied by the Assembler
+    def __init__(self, data: dict[str, Any] | None, *, alone: bool = False, pending: _Pending | None = None) -> None:
+        self._built = data
+        self._pending = pending  # the Assembler's parts: `to_json()` splices them; the dict is built on first use
         self._alone = alone  # the urgency is a `stands_alone` tier: its cards speak alone (to_cds_hooks)
+
+    @property
+    def _data(self) -> dict[str, Any]:
+        data = self._built
+        if data is None:
+            data = self._built = self._pending.to_dict()  # type: ignore[union-attr]
+        return data
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _assessment, (self._data, self._alone)
@@ -681,7 +718,7 @@ class Assessment:
     def to_json(self, indent: int | None = None) -> str:
         """The result as JSON; byte-identical for identical rules, parameters and patient."""
         if indent is None:
-            return self._json() if self._json is not None else _COMPACT.encode(self._data)
+            return self._pending.to_json() if self._pending is not None else _COMPACT.encode(self._data)
         return json.dumps(self._data, ensure_ascii=False, indent=indent)
 
     def to_cds_hooks(self) -> dict[str, Any]:
