@@ -7,6 +7,7 @@ import hashlib
 import json
 import operator
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring as encode_text
 from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Any, NamedTuple
 
@@ -256,6 +257,7 @@ class Assembler:
         self._json_end = (',"review":' + self._json_review + ',"scope":' + self._json_scope
                           + ',"parameters":' + self._json_parameters + "}")
         self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
+        self._path_json = {path: encode_text(path) for path in patient_fields()}  # missing answers, as JSON
         self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
         self._question_pairs = tuple(questions)
         # each question as it appears in a result, for either thing it could change: data and JSON text
@@ -556,12 +558,17 @@ class Assembler:
         building it: the plan's prepared JSON texts with the patient id, card UUIDs and missing answers spliced in."""
         plan = pending.plan
         parts = [self._json_head]
-        if pending.patient_id is not _NO_ID:
-            parts.append(',"patient_id":' + _COMPACT.encode(pending.patient_id))
+        if pending.patient_id is not _NO_ID:  # a str (schema): JSONEncoder(ensure_ascii=False) encodes it so
+            parts.append(',"patient_id":' + encode_text(pending.patient_id))
         parts += plan.json_middle
-        parts.append(",".join([f'{{"uuid":"{card_uuid}"{suffix}' for card_uuid, suffix in zip(pending.uuids, plan.card_json)]))
-        parts.append('],"missing":')
-        parts.append(_COMPACT.encode(pending.missing))
+        separator = '{"uuid":"'
+        for card_uuid, suffix in zip(pending.uuids, plan.card_json):  # one join copies each long text once
+            parts += (separator, card_uuid, '"', suffix)
+            separator = ',{"uuid":"'
+        parts.append('],"missing":[')
+        paths = self._path_json
+        parts.append(",".join([paths.get(path) or encode_text(path) for path in pending.missing]))
+        parts.append("]")
         parts += plan.json_end
         return "".join(parts)
 
