@@ -1,9 +1,12 @@
 """`cdss evaluate --jsonl`: JSON Lines in, one result (or error record) per line out, streaming.
 
 Memory stays constant: input is read one line at a time and, with `--workers N`, at most
-3N chunks of CHUNK_LINES lines are in flight in a `concurrent.futures.ProcessPoolExecutor`
-(it costs the parent 35-45 % less CPU than `multiprocessing.Pool`, whose `imap` would also
-drain the whole input into its task queue). Output order is input order.
+3N chunks of lines are in flight in a `concurrent.futures.ProcessPoolExecutor` (it costs the
+parent 35-45 % less CPU than `multiprocessing.Pool`, whose `imap` would also drain the whole
+input into its task queue). Output order is input order. A chunk holds as many lines as make
+about BLOCK_BYTES of output (measured on the blocks already back), so that every message
+between the processes stays below glibc's mmap threshold, and the pipes are widened so that
+a worker can send a block without waiting for the parent (see `_Pool._new`).
 
 Nothing is lost and nothing hangs (issue 16): a line that cannot be evaluated, for any
 reason, yields an error record in its place; a worker that dies is replaced and its chunk is
@@ -16,6 +19,7 @@ written line complete (exit 130 / 143). Each worker evaluates a chunk through on
 from __future__ import annotations
 
 import collections
+import itertools
 import sys
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
@@ -29,6 +33,19 @@ if TYPE_CHECKING:
     from ..ruleset import RuleSet
 
 CHUNK_LINES = 256
+"""The most lines in one chunk (and how many written lines the parent flushes after)."""
+FIRST_CHUNK_LINES = 64
+"""Lines per chunk until the first blocks tell how many output bytes a line makes."""
+MIN_CHUNK_LINES = 16
+BLOCK_BYTES = 512 * 1024
+"""Output bytes per chunk aimed at. Measured (40,000 patients, 2 workers): blocks of 1.3 MB
+(256 lines of 5 KB) are above the 1 MiB mmap threshold `tune_allocator` sets, so each block,
+its pickle and the parent's receive buffer were fresh mappings: 80,000 extra page faults in
+the workers and 36,000 in the parent; at about 650 KB they are gone."""
+PIPE_BYTES = 1024 * 1024
+"""Capacity asked for the pool's pipes (Linux's default is 64 KiB; /proc/sys/fs/pipe-max-size
+is 1 MiB by default). Measured: a 64 KiB pipe made each worker block about 20 times per block
+(3,100 voluntary context switches per worker for 40,000 patients); 1 MiB: under 50."""
 URGENCIES = ("emergency", "see-professional", "self-care", "none")
 
 Line = tuple[str, int, "bytes | None"]  # input name, line number, bytes (None: over the size cap)
@@ -348,7 +365,10 @@ class _Pool:
     def _new(self) -> Any:
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
+        executor = ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
+        for queue in (getattr(executor, "_call_queue", None), getattr(executor, "_result_queue", None)):
+            _widen(getattr(queue, "_reader", None))
+        return executor
 
     def submit(self, chunk: list[Line]) -> Any:
         """A future for the chunk; one that fails as broken if the pool already is (a worker died)."""
@@ -391,6 +411,17 @@ class _Pool:
     def replace(self) -> None:
         self.kill()
         self.executor = self._new()
+
+
+def _widen(connection: Any) -> None:
+    """Ask for a PIPE_BYTES pipe behind a multiprocessing connection (Linux only; anything that
+    does not work leaves the pipe as it is: only speed depends on it)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
+    except (AttributeError, ImportError, OSError, ValueError):
+        pass
 
 
 def _unblock_feeder(queue: Any) -> None:
@@ -462,13 +493,13 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
     window = workers * 3
     pool = _Pool(workers, initargs)
     pending: collections.deque[tuple[list[Line], Any]] = collections.deque()
+    size = Sizer()
     try:
-        chunks = chunked(lines, CHUNK_LINES)
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < window and stop.signal is None:
-                chunk = next(chunks, None)
-                if chunk is None:
+                chunk = list(itertools.islice(lines, size.lines))
+                if not chunk:
                     exhausted = True
                 else:
                     pending.append((chunk, pool.submit(chunk)))
@@ -476,7 +507,9 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
                 break
             chunk, future = pending.popleft()
             try:
-                yield _wait(future, stop, pool)
+                block = _wait(future, stop, pool)
+                size.learn(block)
+                yield block
             except _Broken:
                 retry = [(chunk, None)] + [(c, f) for c, f in pending]
                 pending.clear()
@@ -490,6 +523,23 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
         return
     finally:
         pool.kill()
+
+
+class Sizer:
+    """Lines per chunk for about BLOCK_BYTES of output, from the blocks already back (the output
+    per line depends on the format, --explain and the patients). Only speed depends on it: each
+    output line is the same whatever chunk it is evaluated in."""
+
+    def __init__(self) -> None:
+        self.lines = FIRST_CHUNK_LINES
+        self.records = 0
+        self.data = 0
+
+    def learn(self, block: Block) -> None:
+        self.records += block.records
+        self.data += len(block.data)
+        if self.data:
+            self.lines = max(MIN_CHUNK_LINES, min(CHUNK_LINES, BLOCK_BYTES * self.records // self.data))
 
 
 def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
