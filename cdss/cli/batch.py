@@ -262,9 +262,41 @@ def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool,
     _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
 
 
-def _run_chunk(lines: list[Line]) -> Block:
+Packed = tuple[str, int, bytes]
+"""Consecutive whole lines of one input as one bytes object: input name, number of the first line,
+the lines (each ends with a newline, except perhaps the input's last)."""
+
+
+def pack(chunk: list[Line]) -> list[Line] | Packed:
+    """A chunk as one bytes object when it can be (consecutive lines of one input, all read):
+    one object to pickle and unpickle instead of a tuple per line. Anything else is sent as is."""
+    name, first, _ = chunk[0]
+    last = len(chunk) - 1
+    raws: list[bytes] = []
+    for index, (where, number, raw) in enumerate(chunk):
+        if where != name or number != first + index or not isinstance(raw, bytes) \
+                or (index != last and not raw.endswith(b"\n")):
+            return chunk
+        raws.append(raw)
+    return name, first, b"".join(raws)
+
+
+def unpack(work: list[Line] | Packed) -> list[Line]:
+    """The lines `pack` was given: `iter_lines` ends a line only at a newline, so splitting there
+    (keeping it) gives back the same bytes."""
+    if isinstance(work, list):
+        return work
+    name, first, data = work
+    parts = data.split(b"\n")
+    raws = [part + b"\n" for part in parts[:-1]]
+    if parts[-1]:
+        raws.append(parts[-1])
+    return [(name, first + index, raw) for index, raw in enumerate(raws)]
+
+
+def _run_chunk(work: list[Line] | Packed) -> Block:
     assert _worker is not None, "worker not initialised"
-    return Block(_worker.evaluate_chunk(lines))
+    return Block(_worker.evaluate_chunk(unpack(work)))
 
 
 def read_lines(inputs: Iterable[tuple[str, BinaryIO | Exception]], live: set[str] | None = None) -> Iterator[Line]:
@@ -376,7 +408,7 @@ class _Pool:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return self.executor.submit(_run_chunk, chunk)
+            return self.executor.submit(_run_chunk, pack(chunk))
         except (BrokenProcessPool, RuntimeError) as error:
             failed: Future[Block] = Future()
             failed.set_exception(BrokenProcessPool(str(error)))

@@ -1,0 +1,119 @@
+"""How `cdss evaluate --jsonl --workers N` moves lines and results between processes (issue 15):
+chunks packed into one bytes object, chunk sizes learned from the output, widened pipes. Only
+speed may depend on these; the output must not."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdss.cli import batch
+from cdss.cli.input import MAX_DOCUMENT_BYTES, iter_lines
+from tests.conftest import FIXTURES
+
+CDSS = Path(sys.executable).parent / "cdss"
+BASIC = str(FIXTURES / "basic")
+
+
+@given(st.binary(max_size=400), st.sampled_from(["a.jsonl", "-"]), st.integers(min_value=1, max_value=10**6))
+def test_pack_then_unpack_gives_back_exactly_the_lines_iter_lines_read(data: bytes, name: str, offset: int) -> None:
+    """Whatever bytes a file holds (\\r, \\r\\n, \\x85, no final newline, blank lines), the lines
+    the reader produced come back from one packed bytes object unchanged, numbers included."""
+    lines = [(name, number + offset, raw) for number, raw in iter_lines(io.BytesIO(data))]
+    if not lines:
+        return
+    packed = batch.pack(lines)
+    assert isinstance(packed, tuple) and packed[:2] == (name, 1 + offset)
+    assert batch.unpack(packed) == lines
+
+
+def test_chunks_that_are_not_consecutive_whole_lines_are_sent_as_they_are() -> None:
+    problem = batch.unreadable(OSError(5, "Input/output error"))
+    for chunk in ([("a", 1, b"{}\n"), ("b", 1, b"{}\n")],   # two inputs
+                  [("a", 1, b"{}\n"), ("a", 1, b"{}\n")],   # the same input given twice
+                  [("a", 1, b"{}\n"), ("a", 2, None)],      # an oversized line
+                  [("a", 1, b"{}\n"), ("a", 2, problem)]):  # an unreadable input
+        assert batch.pack(chunk) is chunk
+        assert batch.unpack(chunk) is chunk
+
+
+def test_chunk_size_follows_the_output_bytes_per_line() -> None:
+    sizer = batch.Sizer()
+    assert sizer.lines == batch.FIRST_CHUNK_LINES
+    sizer.learn(batch.Block([("x" * 5_000, "self-care", None)] * 10))  # about 5 KB per line: --format json
+    assert sizer.lines == batch.BLOCK_BYTES * 10 // (5_001 * 10)
+    assert sizer.lines * 5_001 <= batch.BLOCK_BYTES < (sizer.lines + 1) * 5_001
+    big = batch.Sizer()
+    big.learn(batch.Block([("x" * 200_000, "none", None)]))
+    assert big.lines == batch.MIN_CHUNK_LINES
+    small = batch.Sizer()
+    small.learn(batch.Block([("{}", "none", None)] * 3))
+    assert small.lines == batch.CHUNK_LINES
+    blank = batch.Sizer()
+    blank.learn(batch.Block([]))  # a chunk of blank lines tells nothing
+    assert blank.lines == batch.FIRST_CHUNK_LINES
+
+
+def test_the_pool_pipes_are_widened_where_the_system_allows_it() -> None:
+    import fcntl
+
+    pool = batch._Pool(1, ())
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        expected = batch.PIPE_BYTES if (limit >= batch.PIPE_BYTES or os.geteuid() == 0) else None
+        for queue in (pool.executor._call_queue, pool.executor._result_queue):
+            size = fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ)
+            assert size == expected if expected else size >= 4096
+    finally:
+        pool.kill()
+
+
+def test_every_kind_of_line_across_many_chunks_matches_one_process(tmp_path: Path) -> None:
+    """The real command, --workers 2 against --workers 1, byte for byte: enough lines for many
+    chunks of learned size, blank and CRLF lines, bad JSON, non-UTF-8 bytes, an oversized line,
+    a second input, the same input twice, and a last line without a newline."""
+    good = {"patient_id": "p", "back_pain": {"present": True, "trend": "unchanged"},
+            "exercise": {"stage": "activation", "weeks_consistent": 4}}
+    lines = []
+    for i in range(900):
+        kind = i % 9
+        if kind == 0:
+            lines.append(b"")
+        elif kind == 1:
+            lines.append(json.dumps({**good, "patient_id": f"crlf-{i}"}).encode() + b"\r")
+        elif kind == 2:
+            lines.append(b'{"patient_id": "bad", ')
+        elif kind == 3:
+            lines.append(b'{"patient_id": "\xff"}')
+        else:
+            lines.append(json.dumps({**good, "patient_id": f"p{i}"}).encode())
+    lines[450] = b'{"patient_id": "' + b"x" * (MAX_DOCUMENT_BYTES + 10) + b'"}'
+    first = tmp_path / "first.jsonl"
+    first.write_bytes(b"\n".join(lines))  # no newline after the last line
+    second = tmp_path / "second.jsonl"
+    second.write_bytes(b"\n".join(lines[:40]) + b"\n")
+    env = dict(os.environ, CDSS_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(workers: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([str(CDSS), "evaluate", "--jsonl", "--rules", BASIC, "--workers", workers,
+                               str(first), str(second), str(first)], capture_output=True, env=env, timeout=300)
+
+    one, two = run("1"), run("2")
+    assert one.returncode == two.returncode == 1, two.stderr
+    assert two.stdout == one.stdout
+    assert two.stderr == one.stderr
+    out = [json.loads(line) for line in two.stdout.splitlines()]
+    expected = [line for line in lines if line.strip()] + [line for line in lines[:40] if line.strip()] \
+        + [line for line in lines if line.strip()]
+    assert len(out) == len(expected)
+    assert out[0]["patient_id"] == "crlf-1" and out[1]["line"] == 3 and out[2]["line"] == 4
+    oversized = [record for record in out if record.get("line") == 451]
+    assert len(oversized) == 2 and all("1024 KiB per line" in r["error"]["expected"] for r in oversized)
+    assert out[-1].get("patient_id") == "p899"  # the last line, without its newline, still evaluated
