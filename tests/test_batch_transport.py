@@ -34,6 +34,34 @@ def test_pack_then_unpack_gives_back_exactly_the_lines_iter_lines_read(data: byt
     assert batch.unpack(packed) == lines
 
 
+@given(st.lists(st.one_of(st.binary(max_size=30), st.sampled_from([b"", b"\n", b"\r\n", b"x" * 9, b"y" * 10,
+                                                                b"z" * 11, b"{}\n" * 3])), max_size=12),
+       st.integers(min_value=1, max_value=40), st.booleans())
+def test_regular_files_read_in_blocks_give_the_lines_iter_lines_gives(
+        pieces: list[bytes], block: int, two_inputs: bool) -> None:
+    """The parent reads a regular file in blocks and never looks at a line; what the workers
+    unpack must be exactly what the line-by-line reader gives, oversized lines included (the
+    cap is lowered to 8 bytes here so that short strings exercise it)."""
+    import tempfile
+    from unittest import mock
+
+    data = b"".join(pieces)
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("cdss.cli.input.MAX_DOCUMENT_BYTES", 8), \
+            mock.patch("cdss.cli.batch.MAX_DOCUMENT_BYTES", 8):
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(data)
+        names = ["in.jsonl", "again.jsonl"] if two_inputs else ["in.jsonl"]
+
+        def inputs() -> list[tuple[str, object]]:
+            return [(name, path.open("rb")) for name in names]
+
+        expected = list(batch.read_lines(inputs()))
+        sizer = batch.Sizer()
+        sizer.input_bytes = block
+        got = [line for work in batch.chunks(inputs(), sizer) for line in batch.unpack(work)]
+    assert got == expected
+
+
 def test_chunks_that_are_not_consecutive_whole_lines_are_sent_as_they_are() -> None:
     problem = batch.unreadable(OSError(5, "Input/output error"))
     for chunk in ([("a", 1, b"{}\n"), ("b", 1, b"{}\n")],   # two inputs

@@ -26,7 +26,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..result import compact
-from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
+from .input import MAX_DOCUMENT_BYTES, InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
 
 if TYPE_CHECKING:
     from ..loader import LoadedRules
@@ -37,6 +37,10 @@ CHUNK_LINES = 256
 FIRST_CHUNK_LINES = 64
 """Lines per chunk until the first blocks tell how many output bytes a line makes."""
 MIN_CHUNK_LINES = 16
+FIRST_CHUNK_BYTES = 32 * 1024
+"""Input bytes per chunk of a regular file until the first blocks tell the output per input byte."""
+MIN_CHUNK_BYTES = 4 * 1024
+MAX_CHUNK_BYTES = 256 * 1024
 BLOCK_BYTES = 512 * 1024
 """Output bytes per chunk aimed at. Measured (40,000 patients, 2 workers): blocks of 1.3 MB
 (256 lines of 5 KB) are above the 1 MiB mmap threshold `tune_allocator` sets, so each block,
@@ -282,16 +286,78 @@ def pack(chunk: list[Line]) -> list[Line] | Packed:
 
 
 def unpack(work: list[Line] | Packed) -> list[Line]:
-    """The lines `pack` was given: `iter_lines` ends a line only at a newline, so splitting there
-    (keeping it) gives back the same bytes."""
+    """The lines `iter_lines` would read from the packed bytes: it ends a line only at a newline,
+    so splitting there (keeping it) gives back the same bytes; a line it would report as over
+    the size cap (`_oversized`) is None here too."""
     if isinstance(work, list):
         return work
     name, first, data = work
     parts = data.split(b"\n")
-    raws = [part + b"\n" for part in parts[:-1]]
+    raws: list[bytes | None] = [part + b"\n" for part in parts[:-1]]
     if parts[-1]:
         raws.append(parts[-1])
-    return [(name, first + index, raw) for index, raw in enumerate(raws)]
+    return [(name, first + index, None if _oversized(raw) else raw)  # type: ignore[arg-type]
+            for index, raw in enumerate(raws)]
+
+
+def _oversized(raw: bytes) -> bool:
+    """What `iter_lines` (readline(MAX_DOCUMENT_BYTES + 1)) reports as an oversized line."""
+    return len(raw) > MAX_DOCUMENT_BYTES + 1 or (len(raw) == MAX_DOCUMENT_BYTES + 1 and not raw.endswith(b"\n"))
+
+
+def chunks(inputs: Iterable[tuple[str, BinaryIO | Exception]], size: Sizer) -> Iterator[list[Line] | Packed]:
+    """The work of a parallel batch, in input order, sized by `size` as it learns. A regular file
+    is read in blocks of whole lines (`_blocks`): the parent never looks at single lines. A pipe
+    or terminal is read line by line (`read_lines`), `size.lines` lines per chunk."""
+    for name, stream in inputs:
+        if not isinstance(stream, Exception) and _regular(stream):
+            yield from _blocks(name, stream, size)
+            continue
+        lines = read_lines([(name, stream)])
+        while True:
+            chunk = list(itertools.islice(lines, size.lines))
+            if not chunk:
+                break
+            yield pack(chunk)
+
+
+def _blocks(name: str, stream: BinaryIO, size: Sizer) -> Iterator[list[Line] | Packed]:
+    """A regular file as packed chunks of about `size.input_bytes`, each ending at a line end:
+    one read and, unless the block happens to end a line, one bounded readline per chunk. The
+    lines the worker unpacks are those `iter_lines` reads (an oversized line included); a line
+    too long to hold is skipped here as `iter_lines` skips it and sent as an oversized line."""
+    number = 0  # lines sent so far
+    while True:
+        try:
+            data = stream.read(size.input_bytes)
+            if not data:
+                return
+            if not data.endswith(b"\n"):
+                rest = stream.readline(MAX_DOCUMENT_BYTES + 2)
+                if len(rest) > MAX_DOCUMENT_BYTES + 1 and not rest.endswith(b"\n"):  # over the cap: skip it
+                    head = data[:data.rfind(b"\n") + 1]
+                    if head:
+                        yield name, number + 1, head
+                        number += head.count(b"\n")
+                    while True:
+                        rest = stream.readline(MAX_DOCUMENT_BYTES)
+                        if not rest or rest.endswith(b"\n"):
+                            break
+                    number += 1
+                    yield [(name, number, None)]
+                    continue
+                data += rest
+        except OSError as error:
+            yield [(name, number + 1, unreadable(error))]  # type: ignore[list-item]
+            return
+        yield name, number + 1, data
+        number += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _input_bytes(work: list[Line] | Packed) -> int:
+    if isinstance(work, tuple):
+        return len(work[2])
+    return sum(len(raw) for _, _, raw in work if isinstance(raw, bytes))
 
 
 def _run_chunk(work: list[Line] | Packed) -> Block:
@@ -402,13 +468,13 @@ class _Pool:
             _widen(getattr(queue, "_reader", None))
         return executor
 
-    def submit(self, chunk: list[Line]) -> Any:
+    def submit(self, chunk: list[Line] | Packed) -> Any:
         """A future for the chunk; one that fails as broken if the pool already is (a worker died)."""
         from concurrent.futures import Future
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return self.executor.submit(_run_chunk, pack(chunk))
+            return self.executor.submit(_run_chunk, chunk if isinstance(chunk, tuple) else pack(chunk))
         except (BrokenProcessPool, RuntimeError) as error:
             failed: Future[Block] = Future()
             failed.set_exception(BrokenProcessPool(str(error)))
@@ -510,8 +576,8 @@ class _Broken(Exception):
     pass
 
 
-def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str,
-             stop: Stop | None = None, allow_in_progress: bool = False) -> Generator[Block, None, None]:
+def parallel(inputs: Iterable[tuple[str, BinaryIO | Exception]], rules: RuleSet, *, workers: int, trace: bool,
+             fmt: str, stop: Stop | None = None, allow_in_progress: bool = False) -> Generator[Block, None, None]:
     """Outputs in input order from `workers` processes, each loading the rule set once.
 
     A worker that dies takes the chunks in flight with it: the pool is replaced and each of
@@ -524,14 +590,15 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
     initargs = (rules.loaded, overrides, trace, fmt, allow_in_progress)
     window = workers * 3
     pool = _Pool(workers, initargs)
-    pending: collections.deque[tuple[list[Line], Any]] = collections.deque()
+    pending: collections.deque[tuple[list[Line] | Packed, Any]] = collections.deque()
     size = Sizer()
+    work = chunks(inputs, size)
     try:
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < window and stop.signal is None:
-                chunk = list(itertools.islice(lines, size.lines))
-                if not chunk:
+                chunk = next(work, None)
+                if chunk is None:
                     exhausted = True
                 else:
                     pending.append((chunk, pool.submit(chunk)))
@@ -540,7 +607,7 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
             chunk, future = pending.popleft()
             try:
                 block = _wait(future, stop, pool)
-                size.learn(block)
+                size.learn(block, _input_bytes(chunk))
                 yield block
             except _Broken:
                 retry = [(chunk, None)] + [(c, f) for c, f in pending]
@@ -564,22 +631,27 @@ class Sizer:
 
     def __init__(self) -> None:
         self.lines = FIRST_CHUNK_LINES
+        self.input_bytes = FIRST_CHUNK_BYTES
         self.records = 0
+        self.read = 0
         self.data = 0
 
-    def learn(self, block: Block) -> None:
+    def learn(self, block: Block, input_bytes: int = 0) -> None:
         self.records += block.records
+        self.read += input_bytes
         self.data += len(block.data)
         if self.data:
             self.lines = max(MIN_CHUNK_LINES, min(CHUNK_LINES, BLOCK_BYTES * self.records // self.data))
+            if self.read:
+                self.input_bytes = max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, BLOCK_BYTES * self.read // self.data))
 
 
-def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
+def _retry_lines(chunk: list[Line] | Packed, initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
     """Second try for the lines of a chunk whose worker died: one line at a time, a new worker
     after each death; a line that kills a worker again becomes an error record."""
     pool = _Pool(1, initargs)
     try:
-        for name, number, raw in chunk:
+        for name, number, raw in unpack(chunk):
             try:
                 yield _wait(pool.submit([(name, number, raw)]), stop, pool)
             except _Broken:
@@ -656,9 +728,8 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
 def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
          fmt: str, err: IO[str], stop: Stop, allow_in_progress: bool = False) -> int:
     live: set[str] = set()
-    lines = read_lines(inputs, live)
-    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
-              if workers > 1 else sequential(lines, rules, trace=trace, fmt=fmt, stop=stop,
+    blocks = (parallel(inputs, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
+              if workers > 1 else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
                                              allow_in_progress=allow_in_progress, live=live))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = failed = 0
