@@ -26,7 +26,8 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..result import compact
-from .input import MAX_DOCUMENT_BYTES, InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
+from .input import (MAX_DOCUMENT_BYTES, InputProblem, iter_lines, oversized_line, parse_document, patient_problem,
+                    with_fhir_options)
 
 if TYPE_CHECKING:
     from ..loader import LoadedRules
