@@ -1,6 +1,7 @@
 """`cdss evaluate --jsonl`: JSON Lines in, one result (or error record) per line out, streaming.
 
-Memory stays constant: input is read one line at a time and, with `--workers N`, at most
+Memory stays constant: input is read one line at a time (with `--workers N`, a regular file
+in blocks of whole lines: the parent never handles single lines) and at most
 3N chunks of lines are in flight in a `concurrent.futures.ProcessPoolExecutor` (it costs the
 parent 35-45 % less CPU than `multiprocessing.Pool`, whose `imap` would also drain the whole
 input into its task queue). Output order is input order. A chunk holds as many lines as make
