@@ -145,3 +145,36 @@ def test_every_kind_of_line_across_many_chunks_matches_one_process(tmp_path: Pat
     oversized = [record for record in out if record.get("line") == 451]
     assert len(oversized) == 2 and all("1024 KiB per line" in r["error"]["expected"] for r in oversized)
     assert out[-1].get("patient_id") == "p899"  # the last line, without its newline, still evaluated
+
+
+def test_outputs_come_back_through_shared_memory_and_big_ones_in_the_message() -> None:
+    """A real worker pool: a chunk's output is left in its shared-memory slot (only the counts
+    cross the pipe) unless it is larger than a slot; either way the parent gets the same bytes
+    as evaluating in this process."""
+    import cdss
+
+    rules = cdss.load_rules()
+    good = {"patient_id": "p", "back_pain": {"present": True}, "red_flags": {"significant_leg_weakness": True}}
+    small = [("in.jsonl", i + 1, json.dumps({**good, "patient_id": f"p{i}"}).encode() + b"\n") for i in range(5)]
+    reference = batch.Block(batch.Evaluator(rules, trace=False, fmt="json").evaluate_chunk(small))
+    per_line = len(reference.data) // len(small)
+    big = [("in.jsonl", i + 1, json.dumps({**good, "patient_id": f"q{i}"}).encode() + b"\n")
+           for i in range(batch.SLOT_BYTES // per_line + 20)]
+    big_reference = batch.Block(batch.Evaluator(rules, trace=False, fmt="json").evaluate_chunk(big))
+    assert len(big_reference.data) > batch.SLOT_BYTES
+    slots = batch.Slots(2)
+    assert slots.memory is not None  # Linux: fork is available
+    pool = batch._Pool(2, (rules.loaded, {}, False, "json", False), slots.memory)
+    try:
+        first, second = slots.take(), slots.take()
+        assert slots.take() is None  # every slot is in use
+        one = pool.submit(small, first).result(timeout=120)
+        two = pool.submit(big, second).result(timeout=120)
+    finally:
+        pool.kill()
+    assert one.shared == len(reference.data) and one.data == b""
+    assert bytes(slots.read(one, first).data) == reference.data
+    assert two.shared is None and two.data == big_reference.data  # too big for a slot: in the message
+    assert (one.counts, one.records, two.records) == (reference.counts, 5, len(big))
+    slots.give(first)
+    assert slots.take() == first
