@@ -494,6 +494,9 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     env = dict(os.environ, CDSS_CACHE_DIR=str(workdir / "cache"), PYTHONDONTWRITEBYTECODE="1")
     rules_args = ["--rules", str(args.rules)] if args.rules else []
     out: dict[str, Any] = {"command": base}
+    if args.only == "batch":
+        out["batch"] = batch_throughput(args, workdir, base, env, rules_args)
+        return out
 
     # (e) cold start: the first run fills the rule-set cache (reported apart); then median of N runs
     patient = ROOT / "examples" / "patients" / "classic-beginner.json"
@@ -544,6 +547,20 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.only_cold_start:
         return out
 
+    out["batch"] = batch_throughput(args, workdir, base, env, rules_args)
+    return out
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def batch_throughput(args: argparse.Namespace, workdir: Path, base: list[str], env: dict[str, str],
+                     rules_args: list[str]) -> dict[str, Any]:
+    """(d): `cdss evaluate --jsonl` with 1 and 2 workers, and 2 workers against two independent processes."""
     # (d) batch throughput: same JSONL file, 1 and 2 workers, median of N runs
     batch = workdir / "patients.jsonl"
     with batch.open("w", encoding="utf-8") as stream:
@@ -561,20 +578,27 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     throughput: dict[str, Any] = {"patients": args.batch, "runs": args.batch_runs}
     # `--workers 2` against what the machine gives two independent one-worker processes (each on one half)
     independent, two_workers = [], []
+    cpu_independent, cpu_two_workers = [], []  # CPU seconds of all processes: less inflated by other load
     single = [*base, "evaluate", *rules_args, "--jsonl", "--workers", "1"]
     for _ in range(args.batch_runs):
         with open(os.devnull, "wb") as sink:
+            cpu = _children_cpu()
             two_workers.append(timed_run([*base, "evaluate", *rules_args, "--jsonl", "--workers", "2", str(batch)], env,
                                          stdout=sink))
+            cpu_two_workers.append(_children_cpu() - cpu)
+            cpu = _children_cpu()
             start = time.perf_counter()
             processes = [subprocess.Popen([*single, str(half)], env=env, stdout=sink, stderr=subprocess.DEVNULL, cwd=ROOT)
                          for half in halves]
             if any(process.wait() != 0 for process in processes):
                 raise RuntimeError("an independent one-worker run failed")
             independent.append(time.perf_counter() - start)
+            cpu_independent.append(_children_cpu() - cpu)
     throughput["two_independent_processes_s"] = round(statistics.median(independent), 3)
     throughput["workers_2_same_run_s"] = round(statistics.median(two_workers), 3)
     throughput["workers_2_over_independent"] = round(statistics.median(independent) / statistics.median(two_workers), 2)
+    throughput["workers_2_over_independent_cpu"] = round(statistics.median(cpu_independent)
+                                                         / statistics.median(cpu_two_workers), 2)
     for workers in (1, 2):
         command = [*base, "evaluate", *rules_args, "--jsonl", "--workers", str(workers)]
         with open(os.devnull, "wb") as sink:
@@ -592,8 +616,7 @@ def command_line(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     throughput["speedup_2_over_1"] = round(throughput["workers_1"]["seconds"] / throughput["workers_2"]["seconds"], 2)
     steady = [throughput[f"workers_{w}"]["steady_patients_per_s"] for w in (1, 2)]
     throughput["steady_speedup_2_over_1"] = round(steady[1] / steady[0], 2) if all(steady) else None
-    out["batch"] = throughput
-    return out
+    return throughput
 
 
 def installed_wheel(workdir: Path) -> tuple[list[str], dict[str, str]] | None:
@@ -767,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cli", action="store_true", help="skip (d) and (e)")
     parser.add_argument("--only-cold-start", action="store_true",
                         help="measure only (e), the cold start, and print its figures (JSON); nothing is written")
+    parser.add_argument("--only", choices=["batch"], default=None,
+                        help="batch: only (d), printed as JSON (nothing recorded)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): to prove the script works")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the results (default: benchmarks/results/run-<UTC timestamp>.json, untracked)")
@@ -800,6 +825,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(command_line(args, Path(tmp))["cold_start"], indent=2))
         return 0
 
+    if args.only == "batch":
+        with tempfile.TemporaryDirectory(prefix="cdss-bench-") as tmp:
+            print(json.dumps(command_line(args, Path(tmp))["batch"], indent=2))
+        return 0
     started = time.perf_counter()
     result: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -1,9 +1,13 @@
 """`cdss evaluate --jsonl`: JSON Lines in, one result (or error record) per line out, streaming.
 
-Memory stays constant: input is read one line at a time and, with `--workers N`, at most
-3N chunks of CHUNK_LINES lines are in flight in a `concurrent.futures.ProcessPoolExecutor`
-(it costs the parent 35-45 % less CPU than `multiprocessing.Pool`, whose `imap` would also
-drain the whole input into its task queue). Output order is input order.
+Memory stays constant: input is read one line at a time (with `--workers N`, a regular file
+in blocks of whole lines: the parent never handles single lines) and at most
+3N chunks of lines are in flight in a `concurrent.futures.ProcessPoolExecutor` (it costs the
+parent 35-45 % less CPU than `multiprocessing.Pool`, whose `imap` would also drain the whole
+input into its task queue). Output order is input order. A chunk holds as many lines as make
+about BLOCK_BYTES of output (measured on the blocks already back), so that every message
+between the processes stays below glibc's mmap threshold, and the pipes are widened so that
+a worker can send a block without waiting for the parent (see `_Pool._new`).
 
 Nothing is lost and nothing hangs (issue 16): a line that cannot be evaluated, for any
 reason, yields an error record in its place; a worker that dies is replaced and its chunk is
@@ -16,19 +20,43 @@ written line complete (exit 130 / 143). Each worker evaluates a chunk through on
 from __future__ import annotations
 
 import collections
+import itertools
 import sys
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..result import compact
-from .input import InputProblem, iter_lines, oversized_line, parse_document, patient_problem, with_fhir_options
+from .input import (MAX_DOCUMENT_BYTES, InputProblem, iter_lines, oversized_line, parse_document, patient_problem,
+                    with_fhir_options)
 
 if TYPE_CHECKING:
     from ..loader import LoadedRules
     from ..ruleset import RuleSet
 
 CHUNK_LINES = 256
+"""The most lines in one chunk (and how many written lines the parent flushes after)."""
+FIRST_CHUNK_LINES = 64
+"""Lines per chunk until the first blocks tell how many output bytes a line makes."""
+MIN_CHUNK_LINES = 16
+FIRST_CHUNK_BYTES = 32 * 1024
+"""Input bytes per chunk of a regular file until the first blocks tell the output per input byte."""
+MIN_CHUNK_BYTES = 4 * 1024
+MAX_CHUNK_BYTES = 256 * 1024
+BLOCK_BYTES = 512 * 1024
+"""Output bytes per chunk aimed at. Measured (40,000 patients, 2 workers): blocks of 1.3 MB
+(256 lines of 5 KB) are above the 1 MiB mmap threshold `tune_allocator` sets, so each block,
+its pickle and the parent's receive buffer were fresh mappings: 80,000 extra page faults in
+the workers and 36,000 in the parent; at about 650 KB they are gone."""
+SLOT_BYTES = 1024 * 1024
+"""One chunk's output in the shared memory between the parent and its workers (a larger one
+travels in the result message). Measured: passing 200 MB of results through the result pipe
+(pickle, pipe, the executor's receive buffer, unpickle) was about 0.2 s of the parent's 0.5 s
+of CPU for 40,000 patients; from shared memory the parent writes with no copy of its own."""
+PIPE_BYTES = 1024 * 1024
+"""Capacity asked for the pool's pipes (Linux's default is 64 KiB; /proc/sys/fs/pipe-max-size
+is 1 MiB by default). Measured: a 64 KiB pipe made each worker block about 20 times per block
+(3,100 voluntary context switches per worker for 40,000 patients); 1 MiB: under 50."""
 URGENCIES = ("emergency", "see-professional", "self-care", "none")
 
 Line = tuple[str, int, "bytes | None"]  # input name, line number, bytes (None: over the size cap)
@@ -45,10 +73,11 @@ class Block:
     instead of hundreds of small strings.
     """
 
-    __slots__ = ("counts", "data", "errors", "failed", "first_errors", "records")
+    __slots__ = ("counts", "data", "errors", "failed", "first_errors", "records", "shared")
 
     def __init__(self, outputs: list[Output]) -> None:
-        self.data = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+        self.data: bytes | memoryview = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+        self.shared: int | None = None  # the data's length when a worker left it in a shared-memory slot
         self.records = len(outputs)
         self.counts = dict.fromkeys(URGENCIES, 0)
         self.errors = 0
@@ -227,13 +256,15 @@ def worker_died(line: int | None = None) -> InputProblem:
 
 
 _worker: Evaluator | None = None
+_shared: Any = None  # in a worker: the parent's shared-memory slots (see `Slots`), or None
 
 
 def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool, fmt: str,
-                 allow_in_progress: bool = False) -> None:
+                 allow_in_progress: bool = False, shared: Any = None) -> None:
     """Worker start: Ctrl-C and SIGTERM are for the parent, which ends the batch cleanly and
     stops its workers itself (a worker that handled them would print a traceback)."""
-    global _worker
+    global _worker, _shared
+    _shared = shared
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -245,9 +276,151 @@ def _init_worker(loaded: LoadedRules, overrides: Mapping[str, Any], trace: bool,
     _worker = Evaluator(RuleSet(loaded, overrides), trace=trace, fmt=fmt, allow_in_progress=allow_in_progress)
 
 
-def _run_chunk(lines: list[Line]) -> Block:
+Packed = tuple[str, int, bytes]
+"""Consecutive whole lines of one input as one bytes object: input name, number of the first line,
+the lines (each ends with a newline, except perhaps the input's last)."""
+
+
+def pack(chunk: list[Line]) -> list[Line] | Packed:
+    """A chunk as one bytes object when it can be (consecutive lines of one input, all read):
+    one object to pickle and unpickle instead of a tuple per line. Anything else is sent as is."""
+    name, first, _ = chunk[0]
+    last = len(chunk) - 1
+    raws: list[bytes] = []
+    for index, (where, number, raw) in enumerate(chunk):
+        if where != name or number != first + index or not isinstance(raw, bytes) \
+                or (index != last and not raw.endswith(b"\n")):
+            return chunk
+        raws.append(raw)
+    return name, first, b"".join(raws)
+
+
+def unpack(work: list[Line] | Packed) -> list[Line]:
+    """The lines `iter_lines` would read from the packed bytes: it ends a line only at a newline,
+    so splitting there (keeping it) gives back the same bytes; a line it would report as over
+    the size cap (`_oversized`) is None here too."""
+    if isinstance(work, list):
+        return work
+    name, first, data = work
+    parts = data.split(b"\n")
+    raws: list[bytes | None] = [part + b"\n" for part in parts[:-1]]
+    if parts[-1]:
+        raws.append(parts[-1])
+    return [(name, first + index, None if _oversized(raw) else raw)  # type: ignore[arg-type]
+            for index, raw in enumerate(raws)]
+
+
+def _oversized(raw: bytes) -> bool:
+    """What `iter_lines` (readline(MAX_DOCUMENT_BYTES + 1)) reports as an oversized line."""
+    return len(raw) > MAX_DOCUMENT_BYTES + 1 or (len(raw) == MAX_DOCUMENT_BYTES + 1 and not raw.endswith(b"\n"))
+
+
+def chunks(inputs: Iterable[tuple[str, BinaryIO | Exception]], size: Sizer) -> Iterator[list[Line] | Packed]:
+    """The work of a parallel batch, in input order, sized by `size` as it learns. A regular file
+    is read in blocks of whole lines (`_blocks`): the parent never looks at single lines. A pipe
+    or terminal is read line by line (`read_lines`), `size.lines` lines per chunk."""
+    for name, stream in inputs:
+        if not isinstance(stream, Exception) and _regular(stream):
+            yield from _blocks(name, stream, size)
+            continue
+        lines = read_lines([(name, stream)])
+        while True:
+            chunk = list(itertools.islice(lines, size.lines))
+            if not chunk:
+                break
+            yield pack(chunk)
+
+
+def _blocks(name: str, stream: BinaryIO, size: Sizer) -> Iterator[list[Line] | Packed]:
+    """A regular file as packed chunks of about `size.input_bytes`, each ending at a line end:
+    one read and, unless the block happens to end a line, one bounded readline per chunk. The
+    lines the worker unpacks are those `iter_lines` reads (an oversized line included); a line
+    too long to hold is skipped here as `iter_lines` skips it and sent as an oversized line."""
+    number = 0  # lines sent so far
+    while True:
+        try:
+            data = stream.read(size.input_bytes)
+            if not data:
+                return
+            if not data.endswith(b"\n"):
+                rest = stream.readline(MAX_DOCUMENT_BYTES + 2)
+                if len(rest) > MAX_DOCUMENT_BYTES + 1 and not rest.endswith(b"\n"):  # over the cap: skip it
+                    head = data[:data.rfind(b"\n") + 1]
+                    if head:
+                        yield name, number + 1, head
+                        number += head.count(b"\n")
+                    while True:
+                        rest = stream.readline(MAX_DOCUMENT_BYTES)
+                        if not rest or rest.endswith(b"\n"):
+                            break
+                    number += 1
+                    yield [(name, number, None)]
+                    continue
+                data += rest
+        except OSError as error:
+            yield [(name, number + 1, unreadable(error))]  # type: ignore[list-item]
+            return
+        yield name, number + 1, data
+        number += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _input_bytes(work: list[Line] | Packed) -> int:
+    if isinstance(work, tuple):
+        return len(work[2])
+    return sum(len(raw) for _, _, raw in work if isinstance(raw, bytes))
+
+
+def _run_chunk(work: list[Line] | Packed, slot: int | None = None) -> Block:
+    """A chunk's Block; its output is left in shared-memory slot `slot` when there is one and it
+    fits, and only the counts travel back."""
     assert _worker is not None, "worker not initialised"
-    return Block(_worker.evaluate_chunk(lines))
+    block = Block(_worker.evaluate_chunk(unpack(work)))
+    if slot is not None and _shared is not None and len(block.data) <= SLOT_BYTES:
+        _shared[slot * SLOT_BYTES:slot * SLOT_BYTES + len(block.data)] = block.data
+        block.shared, block.data = len(block.data), b""
+    return block
+
+
+class Slots:
+    """Shared memory for the outputs of the chunks in flight, one SLOT_BYTES slot each: an
+    anonymous MAP_SHARED mapping made before the workers fork (so only with the fork start
+    method; otherwise every output travels in its result message). The parent gives a chunk a
+    free slot when it sends it, writes the output from the slot, and only then frees the slot.
+    A worker that dies leaves at most a half-written slot that nobody reads: its chunk is
+    retried without shared memory."""
+
+    def __init__(self, count: int) -> None:
+        import mmap
+        import multiprocessing
+
+        self.memory: Any = None
+        if "fork" in multiprocessing.get_all_start_methods():
+            try:
+                self.memory = mmap.mmap(-1, count * SLOT_BYTES)
+            except (OSError, ValueError):
+                self.memory = None
+        self.free = collections.deque(range(count)) if self.memory is not None else collections.deque()
+        self.count = count
+
+    def take(self) -> int | None:
+        return self.free.popleft() if self.free else None
+
+    def give(self, slot: int | None) -> None:
+        if slot is not None:
+            self.free.append(slot)
+
+    def reset(self) -> None:
+        """Every slot free again (after a pool was replaced: nothing in flight any more)."""
+        if self.memory is not None:
+            self.free = collections.deque(range(self.count))
+
+    def read(self, block: Block, slot: int | None) -> Block:
+        """The block with its data: a view of its slot if the worker left it there."""
+        if block.shared is not None:
+            if slot is None or self.memory is None:
+                raise _Broken  # cannot happen: a worker used a slot it was not given
+            block.data = memoryview(self.memory)[slot * SLOT_BYTES:slot * SLOT_BYTES + block.shared]
+        return block
 
 
 def read_lines(inputs: Iterable[tuple[str, BinaryIO | Exception]], live: set[str] | None = None) -> Iterator[Line]:
@@ -340,23 +513,33 @@ CHUNK_TIMEOUT_SECONDS = 300.0
 class _Pool:
     """A ProcessPoolExecutor that can be replaced when a worker dies, and killed at once."""
 
-    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
+    def __init__(self, workers: int, initargs: tuple[Any, ...], shared: Any = None) -> None:
         self.workers = workers
         self.initargs = initargs
+        self.shared = shared
         self.executor = self._new()
 
     def _new(self) -> Any:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
+        if self.shared is not None:  # the mapping is inherited, never pickled: fork only
+            executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                           initializer=_init_worker, initargs=(*self.initargs, self.shared))
+        else:
+            executor = ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
+        for queue in (getattr(executor, "_call_queue", None), getattr(executor, "_result_queue", None)):
+            _widen(getattr(queue, "_reader", None))
+        return executor
 
-    def submit(self, chunk: list[Line]) -> Any:
+    def submit(self, chunk: list[Line] | Packed, slot: int | None = None) -> Any:
         """A future for the chunk; one that fails as broken if the pool already is (a worker died)."""
         from concurrent.futures import Future
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return self.executor.submit(_run_chunk, chunk)
+            return self.executor.submit(_run_chunk, chunk if isinstance(chunk, tuple) else pack(chunk),
+                                        slot if self.shared is not None else None)
         except (BrokenProcessPool, RuntimeError) as error:
             failed: Future[Block] = Future()
             failed.set_exception(BrokenProcessPool(str(error)))
@@ -391,6 +574,17 @@ class _Pool:
     def replace(self) -> None:
         self.kill()
         self.executor = self._new()
+
+
+def _widen(connection: Any) -> None:
+    """Ask for a PIPE_BYTES pipe behind a multiprocessing connection (Linux only; anything that
+    does not work leaves the pipe as it is: only speed depends on it)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
+    except (AttributeError, ImportError, OSError, ValueError):
+        pass
 
 
 def _unblock_feeder(queue: Any) -> None:
@@ -447,8 +641,8 @@ class _Broken(Exception):
     pass
 
 
-def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool, fmt: str,
-             stop: Stop | None = None, allow_in_progress: bool = False) -> Generator[Block, None, None]:
+def parallel(inputs: Iterable[tuple[str, BinaryIO | Exception]], rules: RuleSet, *, workers: int, trace: bool,
+             fmt: str, stop: Stop | None = None, allow_in_progress: bool = False) -> Generator[Block, None, None]:
     """Outputs in input order from `workers` processes, each loading the rule set once.
 
     A worker that dies takes the chunks in flight with it: the pool is replaced and each of
@@ -460,44 +654,78 @@ def parallel(lines: Iterator[Line], rules: RuleSet, *, workers: int, trace: bool
                  if value != rules.parameters[name].default}
     initargs = (rules.loaded, overrides, trace, fmt, allow_in_progress)
     window = workers * 3
-    pool = _Pool(workers, initargs)
-    pending: collections.deque[tuple[list[Line], Any]] = collections.deque()
+    slots = Slots(window)
+    pool = _Pool(workers, initargs, slots.memory)
+    pending: collections.deque[tuple[list[Line] | Packed, Any, int | None]] = collections.deque()
+    size = Sizer()
+    work = chunks(inputs, size)
     try:
-        chunks = chunked(lines, CHUNK_LINES)
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < window and stop.signal is None:
-                chunk = next(chunks, None)
+                chunk = next(work, None)
                 if chunk is None:
                     exhausted = True
                 else:
-                    pending.append((chunk, pool.submit(chunk)))
+                    slot = slots.take()
+                    pending.append((chunk, pool.submit(chunk, slot), slot))
             if not pending:
                 break
-            chunk, future = pending.popleft()
+            chunk, future, slot = pending.popleft()
             try:
-                yield _wait(future, stop, pool)
+                block = slots.read(_wait(future, stop, pool), slot)
+                size.learn(block, _input_bytes(chunk))
+                yield block  # written out before this generator resumes
+                slots.give(slot)
             except _Broken:
-                retry = [(chunk, None)] + [(c, f) for c, f in pending]
+                retry = [(chunk, None, slot)] + list(pending)
                 pending.clear()
                 pool.replace()
-                for failed, done in retry:
+                for failed, done, used in retry:
                     if done is not None and done.done() and not done.cancelled() and done.exception() is None:
-                        yield done.result()  # finished before the worker died
+                        try:
+                            finished = slots.read(done.result(), used)  # finished before the worker died
+                        except _Broken:
+                            yield from _retry_lines(failed, initargs, stop)
+                            continue
+                        yield finished
                     else:
                         yield from _retry_lines(failed, initargs, stop)
+                slots.reset()
     except _Stopped:
         return
     finally:
         pool.kill()
 
 
-def _retry_lines(chunk: list[Line], initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
+class Sizer:
+    """Lines per chunk for about BLOCK_BYTES of output, from the blocks already back (the output
+    per line depends on the format, --explain and the patients). Only speed depends on it: each
+    output line is the same whatever chunk it is evaluated in."""
+
+    def __init__(self) -> None:
+        self.lines = FIRST_CHUNK_LINES
+        self.input_bytes = FIRST_CHUNK_BYTES
+        self.records = 0
+        self.read = 0
+        self.data = 0
+
+    def learn(self, block: Block, input_bytes: int = 0) -> None:
+        self.records += block.records
+        self.read += input_bytes
+        self.data += len(block.data)
+        if self.data:
+            self.lines = max(MIN_CHUNK_LINES, min(CHUNK_LINES, BLOCK_BYTES * self.records // self.data))
+            if self.read:
+                self.input_bytes = max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, BLOCK_BYTES * self.read // self.data))
+
+
+def _retry_lines(chunk: list[Line] | Packed, initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
     """Second try for the lines of a chunk whose worker died: one line at a time, a new worker
     after each death; a line that kills a worker again becomes an error record."""
     pool = _Pool(1, initargs)
     try:
-        for name, number, raw in chunk:
+        for name, number, raw in unpack(chunk):
             try:
                 yield _wait(pool.submit([(name, number, raw)]), stop, pool)
             except _Broken:
@@ -574,9 +802,8 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
 def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
          fmt: str, err: IO[str], stop: Stop, allow_in_progress: bool = False) -> int:
     live: set[str] = set()
-    lines = read_lines(inputs, live)
-    blocks = (parallel(lines, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
-              if workers > 1 else sequential(lines, rules, trace=trace, fmt=fmt, stop=stop,
+    blocks = (parallel(inputs, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
+              if workers > 1 else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
                                              allow_in_progress=allow_in_progress, live=live))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = failed = 0

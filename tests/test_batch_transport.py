@@ -1,0 +1,180 @@
+"""How `cdss evaluate --jsonl --workers N` moves lines and results between processes (issue 15):
+chunks packed into one bytes object, chunk sizes learned from the output, widened pipes. Only
+speed may depend on these; the output must not."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdss.cli import batch
+from cdss.cli.input import MAX_DOCUMENT_BYTES, iter_lines
+from tests.conftest import FIXTURES
+
+CDSS = Path(sys.executable).parent / "cdss"
+BASIC = str(FIXTURES / "basic")
+
+
+@given(st.binary(max_size=400), st.sampled_from(["a.jsonl", "-"]), st.integers(min_value=1, max_value=10**6))
+def test_pack_then_unpack_gives_back_exactly_the_lines_iter_lines_read(data: bytes, name: str, offset: int) -> None:
+    """Whatever bytes a file holds (\\r, \\r\\n, \\x85, no final newline, blank lines), the lines
+    the reader produced come back from one packed bytes object unchanged, numbers included."""
+    lines = [(name, number + offset, raw) for number, raw in iter_lines(io.BytesIO(data))]
+    if not lines:
+        return
+    packed = batch.pack(lines)
+    assert isinstance(packed, tuple) and packed[:2] == (name, 1 + offset)
+    assert batch.unpack(packed) == lines
+
+
+@given(st.lists(st.one_of(st.binary(max_size=30), st.sampled_from([b"", b"\n", b"\r\n", b"x" * 9, b"y" * 10,
+                                                                b"z" * 11, b"{}\n" * 3])), max_size=12),
+       st.integers(min_value=1, max_value=40), st.booleans())
+def test_regular_files_read_in_blocks_give_the_lines_iter_lines_gives(
+        pieces: list[bytes], block: int, two_inputs: bool) -> None:
+    """The parent reads a regular file in blocks and never looks at a line; what the workers
+    unpack must be exactly what the line-by-line reader gives, oversized lines included (the
+    cap is lowered to 8 bytes here so that short strings exercise it)."""
+    import tempfile
+    from unittest import mock
+
+    data = b"".join(pieces)
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("cdss.cli.input.MAX_DOCUMENT_BYTES", 8), \
+            mock.patch("cdss.cli.batch.MAX_DOCUMENT_BYTES", 8):
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(data)
+        names = ["in.jsonl", "again.jsonl"] if two_inputs else ["in.jsonl"]
+
+        def inputs() -> list[tuple[str, object]]:
+            return [(name, path.open("rb")) for name in names]
+
+        expected = list(batch.read_lines(inputs()))
+        sizer = batch.Sizer()
+        sizer.input_bytes = block
+        got = [line for work in batch.chunks(inputs(), sizer) for line in batch.unpack(work)]
+    assert got == expected
+
+
+def test_chunks_that_are_not_consecutive_whole_lines_are_sent_as_they_are() -> None:
+    problem = batch.unreadable(OSError(5, "Input/output error"))
+    for chunk in ([("a", 1, b"{}\n"), ("b", 1, b"{}\n")],   # two inputs
+                  [("a", 1, b"{}\n"), ("a", 1, b"{}\n")],   # the same input given twice
+                  [("a", 1, b"{}\n"), ("a", 2, None)],      # an oversized line
+                  [("a", 1, b"{}\n"), ("a", 2, problem)]):  # an unreadable input
+        assert batch.pack(chunk) is chunk
+        assert batch.unpack(chunk) is chunk
+
+
+def test_chunk_size_follows_the_output_bytes_per_line() -> None:
+    sizer = batch.Sizer()
+    assert sizer.lines == batch.FIRST_CHUNK_LINES
+    sizer.learn(batch.Block([("x" * 5_000, "self-care", None)] * 10))  # about 5 KB per line: --format json
+    assert sizer.lines == batch.BLOCK_BYTES * 10 // (5_001 * 10)
+    assert sizer.lines * 5_001 <= batch.BLOCK_BYTES < (sizer.lines + 1) * 5_001
+    big = batch.Sizer()
+    big.learn(batch.Block([("x" * 200_000, "none", None)]))
+    assert big.lines == batch.MIN_CHUNK_LINES
+    small = batch.Sizer()
+    small.learn(batch.Block([("{}", "none", None)] * 3))
+    assert small.lines == batch.CHUNK_LINES
+    blank = batch.Sizer()
+    blank.learn(batch.Block([]))  # a chunk of blank lines tells nothing
+    assert blank.lines == batch.FIRST_CHUNK_LINES
+
+
+def test_the_pool_pipes_are_widened_where_the_system_allows_it() -> None:
+    import fcntl
+
+    pool = batch._Pool(1, ())
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        expected = batch.PIPE_BYTES if (limit >= batch.PIPE_BYTES or os.geteuid() == 0) else None
+        for queue in (pool.executor._call_queue, pool.executor._result_queue):
+            size = fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ)
+            assert size == expected if expected else size >= 4096
+    finally:
+        pool.kill()
+
+
+def test_every_kind_of_line_across_many_chunks_matches_one_process(tmp_path: Path) -> None:
+    """The real command, --workers 2 against --workers 1, byte for byte: enough lines for many
+    chunks of learned size, blank and CRLF lines, bad JSON, non-UTF-8 bytes, an oversized line,
+    a second input, the same input twice, and a last line without a newline."""
+    good = {"patient_id": "p", "back_pain": {"present": True, "trend": "unchanged"},
+            "exercise": {"stage": "activation", "weeks_consistent": 4}}
+    lines = []
+    for i in range(900):
+        kind = i % 9
+        if kind == 0:
+            lines.append(b"")
+        elif kind == 1:
+            lines.append(json.dumps({**good, "patient_id": f"crlf-{i}"}).encode() + b"\r")
+        elif kind == 2:
+            lines.append(b'{"patient_id": "bad", ')
+        elif kind == 3:
+            lines.append(b'{"patient_id": "\xff"}')
+        else:
+            lines.append(json.dumps({**good, "patient_id": f"p{i}"}).encode())
+    lines[450] = b'{"patient_id": "' + b"x" * (MAX_DOCUMENT_BYTES + 10) + b'"}'
+    first = tmp_path / "first.jsonl"
+    first.write_bytes(b"\n".join(lines))  # no newline after the last line
+    second = tmp_path / "second.jsonl"
+    second.write_bytes(b"\n".join(lines[:40]) + b"\n")
+    env = dict(os.environ, CDSS_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(workers: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([str(CDSS), "evaluate", "--jsonl", "--rules", BASIC, "--workers", workers,
+                               str(first), str(second), str(first)], capture_output=True, env=env, timeout=300)
+
+    one, two = run("1"), run("2")
+    assert one.returncode == two.returncode == 1, two.stderr
+    assert two.stdout == one.stdout
+    assert two.stderr == one.stderr
+    out = [json.loads(line) for line in two.stdout.splitlines()]
+    expected = [line for line in lines if line.strip()] + [line for line in lines[:40] if line.strip()] \
+        + [line for line in lines if line.strip()]
+    assert len(out) == len(expected)
+    assert out[0]["patient_id"] == "crlf-1" and out[1]["line"] == 3 and out[2]["line"] == 4
+    oversized = [record for record in out if record.get("line") == 451]
+    assert len(oversized) == 2 and all("1024 KiB per line" in r["error"]["expected"] for r in oversized)
+    assert out[-1].get("patient_id") == "p899"  # the last line, without its newline, still evaluated
+
+
+def test_outputs_come_back_through_shared_memory_and_big_ones_in_the_message() -> None:
+    """A real worker pool: a chunk's output is left in its shared-memory slot (only the counts
+    cross the pipe) unless it is larger than a slot; either way the parent gets the same bytes
+    as evaluating in this process."""
+    import cdss
+
+    rules = cdss.load_rules()
+    good = {"patient_id": "p", "back_pain": {"present": True}, "red_flags": {"significant_leg_weakness": True}}
+    small = [("in.jsonl", i + 1, json.dumps({**good, "patient_id": f"p{i}"}).encode() + b"\n") for i in range(5)]
+    reference = batch.Block(batch.Evaluator(rules, trace=False, fmt="json").evaluate_chunk(small))
+    per_line = len(reference.data) // len(small)
+    big = [("in.jsonl", i + 1, json.dumps({**good, "patient_id": f"q{i}"}).encode() + b"\n")
+           for i in range(batch.SLOT_BYTES // per_line + 20)]
+    big_reference = batch.Block(batch.Evaluator(rules, trace=False, fmt="json").evaluate_chunk(big))
+    assert len(big_reference.data) > batch.SLOT_BYTES
+    slots = batch.Slots(2)
+    assert slots.memory is not None  # Linux: fork is available
+    pool = batch._Pool(2, (rules.loaded, {}, False, "json", False), slots.memory)
+    try:
+        first, second = slots.take(), slots.take()
+        assert slots.take() is None  # every slot is in use
+        one = pool.submit(small, first).result(timeout=120)
+        two = pool.submit(big, second).result(timeout=120)
+    finally:
+        pool.kill()
+    assert one.shared == len(reference.data) and one.data == b""
+    assert bytes(slots.read(one, first).data) == reference.data
+    assert two.shared is None and two.data == big_reference.data  # too big for a slot: in the message
+    assert (one.counts, one.records, two.records) == (reference.counts, 5, len(big))
+    slots.give(first)
+    assert slots.take() == first
