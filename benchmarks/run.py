@@ -119,44 +119,14 @@ def machine() -> dict[str, Any]:
 
 
 def python_source(rules: Any) -> str:
-    """The rule set as one Python function over the flat fact: `fired(f) -> set of rule ids`."""
-    from cdss.conditions import All, AnyOf, Leaf, Not, resolve
-    from cdss.fields import UNKNOWN
+    """The rule set as one Python function over the flat fact: `fired(f) -> set of rule ids`, each
+    condition written by `cdss.conditions.python_expression` (the core's generated-Python back end)."""
+    from cdss.conditions import python_expression
 
     params = dict(rules.parameter_values)
-
-    def expr(node: Any) -> str:
-        if isinstance(node, Not):
-            return f"(not {expr(node.child)})"
-        if isinstance(node, (All, AnyOf)):
-            joiner = " and " if isinstance(node, All) else " or "
-            return "(" + joiner.join(expr(child) for child in node.children) + ")"
-        assert isinstance(node, Leaf)
-        field, op, operand = node.field, node.op, resolve(node.operand, params)
-        key = field.key
-        if field.kind == "integer":
-            known = f"f[{key + '__known'!r}] == 'true'"
-            if op == "is":
-                return known if operand == "known" else f"f[{key + '__known'!r}] == 'false'"
-            value = f"f[{key!r}]"
-            test = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<", "equals": "=="}.get(op)
-            if test:
-                return f"({known} and {value} {test} {operand!r})"
-            return f"({known} and {value} in {tuple(operand)!r})"
-        value = f"f[{key!r}]"
-        if op == "is":
-            if operand == "unknown":
-                return f"{value} == {UNKNOWN!r}"
-            if operand == "known":
-                return f"{value} != {UNKNOWN!r}"
-            return f"{value} == {'true' if operand else 'false'!r}"
-        if op == "equals":
-            return f"{value} == {operand!r}"
-        return f"{value} in {tuple(operand)!r}"
-
     lines = ["def fired(f):", "    out = set()"]
     for rule in rules.rules:
-        lines.append(f"    if {expr(rule.when)}: out.add({rule.id!r})")
+        lines.append(f"    if {python_expression(rule.when, params)}: out.add({rule.id!r})")
     lines.append("    return out")
     return "\n".join(lines)
 
