@@ -24,7 +24,8 @@ from .model import Conflict, Pack, Question, Rule
 
 
 def find_conflicts(conflicts: Sequence[Conflict], fact: Mapping[str, Any], params: Mapping[str, Any]) -> list[Conflict]:
-    """The declared contradictions that hold for this fact, in declaration order (the reference)."""
+    """The declared contradictions that hold for this fact, in declaration order: the reference
+    interpreter's answer, which the tests hold `ConflictFinder` to."""
     return [c for c in conflicts if evaluate(c.when, dict(fact), dict(params))]
 
 
@@ -94,7 +95,8 @@ def _abstract_key(read: Sequence[Field], tree: Sequence[Leaf], params: Mapping[s
 
 
 def read_as_unknown(fact: dict[str, Any], unknown: list[str], hits: Iterable[Conflict]) -> tuple[dict[str, Any], list[str]]:
-    """A copy of the fact with every conflicting field unknown, and the unknown paths (schema order)."""
+    """A copy of the fact with every conflicting field unknown, and the unknown paths (schema order):
+    the plain form of `ConflictFinder.read_as_unknown`, which the tests hold to it."""
     fields = patient_fields()
     fact = dict(fact)
     paths = set(unknown)

@@ -220,10 +220,11 @@ class _RuleOutputs:
 class Assembler:
     """Result assembly for one rule set under fixed parameters.
 
-    Everything that does not depend on the patient (rendered texts, card order, the hash
-    state of each card's UUIDv5 name prefix, the JSON text of each rule's outputs) is
-    prepared once per rule, on its first firing; `build` then only selects, orders and
-    copies. The output is the same, byte for byte, as rendering everything per patient.
+    Everything that does not depend on the patient is prepared once: each rule's rendered
+    outputs and their JSON text (on its first firing), what a set of fired rules says under a
+    screening verdict (`_Base`), and the rest of a result for given open questions and
+    contradictions (`_Plan`). `assess` then adds only the patient's own parts: id, card UUIDs
+    (from a hash state prepared per rule set) and missing answers.
     """
 
     def __init__(self, *, info: RuleSetInfo, version: str, rules: Mapping[str, Rule], needed: frozenset[str],
@@ -302,11 +303,6 @@ class Assembler:
             # the bits uuid.uuid5 sets: version 5 (the 13th hex digit), RFC 4122 variant (top bits of the 17th)
             out.append(f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}")
         return out
-
-    def build(self, *, fired: set[str], fact: Mapping[str, Any], unknown: list[str], patient: Mapping[str, Any],
-              trace: list[dict[str, Any]] | None) -> dict[str, Any]:
-        """The result dict for one patient (key order as in the contract)."""
-        return self.assess(fired=fired, fact=fact, unknown=unknown, patient=patient, trace=trace).to_dict()
 
     def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: Sequence[str], patient: Mapping[str, Any],
                trace: list[dict[str, Any]] | None, questions: Sequence[int] = (),
