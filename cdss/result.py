@@ -257,8 +257,9 @@ class Assembler:
         self._json_review = _COMPACT.encode(self._review)
         self._json_end = (',"review":' + self._json_review + ',"scope":' + self._json_scope
                           + ',"parameters":' + self._json_parameters + "}")
-        self._json_text: dict[Any, str] = {}  # urgencies, verdicts, phases, notes, paths: JSON text of each
-        self._path_json = {path: encode_text(path) for path in patient_fields()}  # missing answers, as JSON
+        # JSON text of the small values results repeat: urgencies, verdicts, phases, notes, and the
+        # field paths of missing answers (filled in advance: `_to_json` reads them per patient)
+        self._json_text: dict[Any, str] = {path: _COMPACT.encode(path) for path in patient_fields()}
         self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
         self._question_pairs = tuple(questions)
         # each question as it appears in a result, for either thing it could change: data and JSON text
@@ -562,8 +563,8 @@ class Assembler:
             parts += (separator, card_uuid, '"', suffix)
             separator = ',{"uuid":"'
         parts.append('],"missing":[')
-        paths = self._path_json
-        parts.append(",".join([paths.get(path) or encode_text(path) for path in pending.missing]))
+        texts = self._json_text
+        parts.append(",".join([texts.get(path) or self._text(path) for path in pending.missing]))
         parts.append("]")
         parts += plan.json_end
         return "".join(parts)
