@@ -157,7 +157,7 @@ class QuestionFinder:
         every_leaf = [leaf for rule, *_ in self._asking for leaf in leaves(rule.when)]
         # the candidate rules, with the memo key over every field any asking rule reads (None: no candidate)
         lines.append(f"    return (tuple(out), {_abstract_key(every_read, every_leaf, self._params)}) if out else None")
-        self._candidates = compile_python({"candidates": "\n".join(lines)}, "questions")["candidates"]
+        self._candidate_rules = compile_python({"candidates": "\n".join(lines)}, "questions")["candidates"]
         # per asking rule, compiled on its first memo miss (a one-patient run compiles few of them):
         # its memo key, and its condition (for the search over the answers not given)
         self._sources = predicates
@@ -174,7 +174,7 @@ class QuestionFinder:
 
     def open(self, fact: Mapping[str, Any], fired: set[str]) -> tuple[int, ...]:
         """The indexes (into `pairs`) of every open question, in rule-file order."""
-        whole = self._candidates(fact, fired)
+        whole = self._candidate_rules(fact, fired)
         if whole is None:
             return ()
         answer = self._answers.get(whole)  # per candidate rules and what they can tell apart: most patients stop here
