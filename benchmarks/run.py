@@ -146,8 +146,13 @@ class RawEngine:
     def __init__(self, definition: dict[str, Any]) -> None:
         import durable_rules_engine
 
+        from cdss.engine import registered_definition
+
         self.engine = durable_rules_engine
-        self.handle = durable_rules_engine.create_ruleset(f"bench-raw-{os.getpid()}", json.dumps(definition, sort_keys=True))
+        # exactly the ruleset text cdss registers (each rule under its short code), so the floor differs
+        # from cdss only by what cdss does around the engine
+        text, self.rule_of_code = registered_definition(definition)
+        self.handle = durable_rules_engine.create_ruleset(f"bench-raw-{os.getpid()}", text)
 
     def run(self, message_sid: tuple[str, str]) -> None:
         engine, handle = self.engine, self.handle
@@ -178,7 +183,7 @@ class RawEngine:
         result = engine.start_action_for_state(handle, state)
         action = result[1] if result else None
         while action:
-            out.update(json.loads(action))
+            out.update(self.rule_of_code[code] for code in json.loads(action))
             action = engine.complete_and_start_action(handle, state)
         engine.delete_state(handle, sid)
         out.discard("_handled")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .compiler import CATCH_ALL
@@ -82,11 +83,9 @@ class DurableRuleset:
         self._lock = threading.Lock()
         self._sessions = itertools.count()
         self._label = label
-        self._rule_names = frozenset(definition)
-        # each name to the one str object of it, so the sets of fired rules (kept as memo keys by the
-        # result assembler) share their strings instead of holding a new copy per patient
-        self._canonical_name = {name: name for name in definition}
-        self._definition = json.dumps(definition, sort_keys=True)
+        # durable-rules knows each rule by a short code (its name in every action message): code -> name
+        self._definition, self._rule_of_code = registered_definition(definition)
+        self._width = len(next(iter(self._rule_of_code), ""))
         self._handle: Any = None
         self._closed = False
         self._handle = self._create()
@@ -128,7 +127,8 @@ class DurableRuleset:
         (`{"<rule>":{"m":...}}`) instead of parsing the whole message, which echoes the fact.
         """
         engine = self._engine
-        canonical = self._canonical_name
+        rule_of_code = self._rule_of_code
+        end = 2 + self._width
         with self._lock:
             handle = self._live_handle()
             sid = str(next(self._sessions))
@@ -141,11 +141,12 @@ class DurableRuleset:
                 result = engine.start_action_for_state(handle, state_handle)
                 action = result[1] if result else None
                 while action:
-                    name = canonical.get(action[2:action.find('"', 2)])
-                    if name is not None:
+                    # `{"<code>":{"m":{<the fact>}}}`: every code has the same width
+                    name = rule_of_code.get(action[2:end])
+                    if name is not None and action[end] == '"':
                         fired.add(name)
                     else:  # not the shape we expect: parse it properly
-                        fired.update(json.loads(action))
+                        fired.update(_owned_rules(action, "patient", rule_of_code))
                     action = engine.complete_and_start_action(handle, state_handle)
             except Exception as error:
                 try:
@@ -175,8 +176,8 @@ class DurableRuleset:
         if not heads:
             return []
         engine = self._engine
-        names = self._rule_names
-        canonical = self._canonical_name
+        rule_of_code = self._rule_of_code
+        end = 2 + self._width
         assert_fact = engine.assert_fact
         start_action = engine.start_action_for_state
         complete_and_start = engine.complete_and_start_action
@@ -206,12 +207,13 @@ class DurableRuleset:
                         result = start_action(handle, state_handle)
                         action = result[1] if result else None
                         while action:
-                            # `{"<rule>":{"m":{<the fact>}}}`: the name up to its closing quote, and the fact's own tail
-                            name = canonical.get(action[2:action.find('"', 2)])
-                            if name is not None and action.endswith(echo):
+                            # `{"<code>":{"m":{<the fact>}}}`: a code of fixed width (a one-character code
+                            # slices to a shared str with its hash kept), and the fact's own tail
+                            name = rule_of_code.get(action[2:end])
+                            if name is not None and action[end] == '"' and action.endswith(echo):
                                 fired.add(name)
                             else:  # not the shape we expect: parse it and check whose fact it echoes
-                                fired.update(_owned_rules(action, str(position), names))
+                                fired.update(_owned_rules(action, str(position), rule_of_code))
                             action = complete_and_start(handle, state_handle)
                     except Exception as error:
                         try:
@@ -316,15 +318,39 @@ def _fact_body(head: str) -> str:
     return json.dumps(message)[:-1]
 
 
-def _owned_rules(action: str, fact_id: str, known: frozenset[str]) -> list[str]:
+def _owned_rules(action: str, fact_id: str, rule_of_code: Mapping[str, str]) -> list[str]:
     """The rule names of one action message, checked to be rules of this ruleset about the fact `fact_id`."""
     names = []
-    for name, frames in json.loads(action).items():
-        if name not in known:
-            raise EngineError(f"durable-rules fired a rule that does not exist: '{name}'; please report this")
+    for code, frames in json.loads(action).items():
+        name = rule_of_code.get(code)
+        if name is None:
+            raise EngineError(f"durable-rules fired a rule that does not exist (code '{code}'); please report this")
         for frame in frames.values() if isinstance(frames, dict) else ():
             if not isinstance(frame, dict) or frame.get("id") != fact_id:
                 raise EngineError(f"durable-rules reported rule '{name}' for another patient of the batch; "
                                   "please report this")
         names.append(name)
     return names
+
+
+_CODE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def registered_definition(definition: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """The ruleset text durable-rules gets for `definition`, and each rule's name by its code.
+
+    Every rule is registered under a code of the same width (one character for up to 62 rules),
+    in sorted order of the names: durable-rules names the rule at the start of every action
+    message, and a fixed-width code is read there with one slice instead of a search (one
+    character: a str CPython keeps, hash included). Rule names never reach durable-rules.
+    """
+    names = sorted(definition)
+    width = 1
+    while len(_CODE_ALPHABET) ** width < len(names):
+        width += 1
+    codes = ["".join(digits) for digits in itertools.islice(itertools.product(_CODE_ALPHABET, repeat=width), len(names))]
+    # each name to one str object of it (sys.intern), so the sets of fired rules (kept as memo keys
+    # by the result assembler) share their strings instead of holding a new copy per patient
+    rule_of_code = {code: sys.intern(name) for code, name in zip(codes, names)}
+    text = json.dumps({code: definition[name] for code, name in zip(codes, names)}, sort_keys=True)
+    return text, rule_of_code

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -217,3 +218,31 @@ def test_open_questions_memo_tells_numbers_apart_as_the_rules_do(bundled: cdss.R
         _, fact, _, encoded, _, _ = bundled._prepare(put(doc, field, value))
         fired = engine.fire_encoded(encoded)
         assert seasoned.open(fact, fired) == QuestionFinder(bundled.rules, params).open(fact, fired)
+
+
+# ---------------------------------------------------------------- engine: rules known to durable-rules by short codes
+
+
+@given(names=st.sets(st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), min_size=1, max_size=300))
+def test_every_rule_gets_its_own_code_of_one_width(names: set[str]) -> None:
+    from cdss.engine import registered_definition
+
+    definition = {name: {"all": [{"m": {"n": index}}]} for index, name in enumerate(sorted(names))}
+    text, rule_of_code = registered_definition(definition)
+    assert sorted(rule_of_code.values()) == sorted(names)
+    assert len({len(code) for code in rule_of_code}) == 1
+    assert len(next(iter(rule_of_code))) == (1 if len(names) <= 62 else 2)
+    assert all(code.isalnum() and code.isascii() for code in rule_of_code)
+    registered = json.loads(text)
+    assert {rule_of_code[code]: body for code, body in registered.items()} == definition
+
+
+def test_an_action_that_is_not_of_the_expected_shape_is_parsed_and_checked() -> None:
+    from cdss.engine import _owned_rules
+
+    rule_of_code = {"a": "first-rule", "b": "second-rule"}
+    assert _owned_rules('{"b": {"m": {"id": "7", "kind": "patient"}}}', "7", rule_of_code) == ["second-rule"]
+    with pytest.raises(cdss.EngineError, match="does not exist"):
+        _owned_rules('{"zz": {"m": {"id": "7"}}}', "7", rule_of_code)
+    with pytest.raises(cdss.EngineError, match="another patient"):
+        _owned_rules('{"a": {"m": {"id": "8"}}}', "7", rule_of_code)
