@@ -43,19 +43,33 @@ class ConflictFinder:
         # what reading each contradiction's fields as unknown writes into the fact (read_as_unknown)
         fields = patient_fields()
         self._unknown_values = {c.id: _unknown_values(fields[path] for path in c.fields) for c in self._conflicts}
+        self._combined: dict[tuple[str, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
 
     def __call__(self, fact: Mapping[str, Any]) -> tuple[Conflict, ...]:
         return self._find(fact, self._conflicts)  # type: ignore[no-any-return]
 
     def read_as_unknown(self, fact: dict[str, Any], unknown: list[str],
                         hits: Sequence[Conflict]) -> tuple[dict[str, Any], list[str]]:
-        """`read_as_unknown` for contradictions this finder found, from values prepared per contradiction."""
-        fact = dict(fact)
-        paths = set(unknown)
-        for conflict in hits:
-            fact.update(self._unknown_values[conflict.id])
-            paths.update(conflict.fields)
-        return fact, sorted(paths, key=_schema_rank().__getitem__)
+        """`read_as_unknown` for contradictions this finder found, from what each combination of them
+        writes into the fact and adds to the unknown paths, worked out once (bounded by MEMO_LIMIT)."""
+        key = tuple([conflict.id for conflict in hits])
+        combined = self._combined.get(key)
+        if combined is None:
+            values: dict[str, Any] = {}
+            paths: list[str] = []
+            for conflict in hits:
+                values.update(self._unknown_values[conflict.id])
+                paths += [path for path in conflict.fields if path not in paths]
+            combined = (values, tuple(paths))
+            if len(self._combined) < MEMO_LIMIT:
+                self._combined[key] = combined
+        values, paths = combined
+        added = [path for path in paths if path not in unknown]
+        if added:  # in schema order, like the rest
+            unknown = sorted(unknown + added, key=_schema_rank().__getitem__)
+        else:
+            unknown = list(unknown)
+        return {**fact, **values}, unknown
 
 
 def _unknown_values(fields: Iterable[Field]) -> dict[str, Any]:

@@ -370,27 +370,24 @@ def _dumps_fact(fact: Mapping[str, Any]) -> str:
 
 
 def compile_fact_encoder(fields: Mapping[str, Field]) -> Callable[[Mapping[str, Any]], str]:
-    """`encode_fact` for facts of these fields whose text values need no JSON escaping: one %-template
-    filled from one itemgetter (no generated code needed)."""
+    """`encode_fact` for facts of these fields whose text values need no JSON escaping: one generated
+    f-string (about twice as fast as a %-template: the values are formatted without a parse)."""
     import json
-    import operator
 
-    parts, keys = [], []
+    parts = []
     for fld in fields.values():
         key = fld.key
-        if json.dumps(key) != f'"{key}"' or "%" in key:
+        # the key goes into generated source (in an f-string and as a subscript): only plain names
+        if json.dumps(key) != f'"{key}"' or not key.replace("__", "_").replace("_", "a").isalnum() or not key.isascii():
             raise NotImplementedError(fld.path)
         if fld.kind == "integer":
-            parts.append(f'"{key}": %d, "{key}__known": "%s"')
-            keys += [key, key + "__known"]
+            parts.append(f'"{key}": {{f["{key}"]:d}}, "{key}__known": "{{f["{key}__known"]}}"')
         else:
-            parts.append(f'"{key}": "%s"')
-            keys.append(key)
-    template = "{" + ", ".join([*parts, '"id": "patient"', '"kind": "patient"'])
-    if not keys:
-        return lambda fact: template
-    values = operator.itemgetter(*keys) if len(keys) > 1 else (lambda fact: (fact[keys[0]],))
-    return lambda fact: template % values(fact)
+            parts.append(f'"{key}": "{{f["{key}"]}}"')
+    template = "{{" + ", ".join([*parts, '"id": "patient"', '"kind": "patient"'])
+    namespace: dict[str, Any] = {}
+    exec(compile(f"def encode(f):\n    return f'''{template}'''", "<cdss.patient fact encoder>", "exec"), namespace)
+    return namespace["encode"]  # type: ignore[no-any-return]
 
 
 def _integer_ok(value: Any, low: int | None, high: int | None) -> bool:

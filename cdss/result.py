@@ -194,10 +194,13 @@ class _RuleOutputs:
         self.finding_json = _COMPACT.encode(self.finding) if self.finding is not None else None
         self.exercise_json = _COMPACT.encode(self.exercise_data) if self.exercise_data is not None else None
         self.note_json = _COMPACT.encode(self.note) if self.note is not None else None
-        self.card_json = _COMPACT.encode({"uuid": "", **self.card_body})[len('{"uuid":""'):] \
-            if self.card_body is not None else None
-        self.card_json_merged = _COMPACT.encode({"uuid": "", **self.card_body_merged})[len('{"uuid":""'):] \
-            if self.card_body_merged is not None else None
+        # as JSON text after its uuid (from the uuid's closing quote): as the last card of a result, and
+        # followed by the opening of the next card up to that card's uuid
+        self.card_json: tuple[str, str] | None = None
+        self.card_json_merged: tuple[str, str] | None = None
+        if self.card_body is not None and self.card_body_merged is not None:
+            self.card_json = _card_json(self.card_body)
+            self.card_json_merged = _card_json(self.card_body_merged)
 
     def new_exercise(self) -> dict[str, Any]:
         ex_id, name, targets, sets_min, sets_max, reps_min, reps_max, instructions = self.exercise  # type: ignore[misc]
@@ -260,6 +263,7 @@ class Assembler:
         # JSON text of the small values results repeat: urgencies, verdicts, phases, notes, and the
         # field paths of missing answers (filled in advance: `_to_json` reads them per patient)
         self._json_text: dict[Any, str] = {path: _COMPACT.encode(path) for path in patient_fields()}
+        self._plain_paths = all(text == f'"{path}"' for path, text in self._json_text.items())
         self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
         self._question_pairs = tuple(questions)
         # each question as it appears in a result, for either thing it could change: data and JSON text
@@ -426,18 +430,26 @@ class Assembler:
         recommended = status == "recommended"
         # JSON text in parts: the long ones (findings, exercises, notes, review, scope, parameters) are
         # the base's or the rule set's own strings, shared, so a plan costs little memory
-        middle = (',"urgency":' + text(tail["urgency"]) + ',"red_flag_screening":' + text(screening) + ',"findings":[',
-                  base.findings_json,
-                  '],"plan":{"status":' + text(status) + ',"phase":' + text(phase) + ',"exercises":[',
-                  base.exercises_json if recommended else "",
-                  '],"notes":[',
-                  base.notes_json if recommended else text(notes[0]),
-                  ']},"cards":[')
-        end = (',"questions":[', questions_json,
-               '],"conflicts":' + (_COMPACT.encode(conflict_data) if conflicts else "[]"), self._json_end)
-        return _Plan(tail=tail, shown=base.shown, card_bodies=base.card_bodies, card_json=base.card_json,
-                     json_middle=middle, json_end=end, alone=base.alone, suppressed=base.suppressed,
-                     tier_suppressed=base.tier_suppressed, merged=base.merged)
+        # the whole result as a list of texts with empty slots for the patient's own parts (`_to_json`)
+        parts = [self._json_head, "",  # slot: the patient id
+                 ',"urgency":' + text(tail["urgency"]) + ',"red_flag_screening":' + text(screening) + ',"findings":[',
+                 base.findings_json,
+                 '],"plan":{"status":' + text(status) + ',"phase":' + text(phase) + ',"exercises":[',
+                 base.exercises_json if recommended else "",
+                 '],"notes":[',
+                 base.notes_json if recommended else text(notes[0]),
+                 ']},"cards":[' + ('{"uuid":"' if base.card_json else "")]
+        first_uuid = len(parts)
+        for card in base.card_json:
+            parts += ("", card)  # slot: the card's uuid
+        missing_slot = len(parts) + 1
+        parts += ('],"missing":[', "",  # slot: the missing answers
+                  '],"questions":[', questions_json,
+                  '],"conflicts":' + (_COMPACT.encode(conflict_data) if conflicts else "[]"), self._json_end)
+        return _Plan(tail=tail, shown=base.shown, card_bodies=base.card_bodies, json_parts=tuple(parts),
+                     uuid_slots=slice(first_uuid, missing_slot - 1, 2), missing_slot=missing_slot,
+                     alone=base.alone, suppressed=base.suppressed, tier_suppressed=base.tier_suppressed,
+                     merged=base.merged)
 
     def _base(self, fired: set[str], screening: str) -> _Base:
         """What the fired rules say under this screening verdict, before questions and contradictions.
@@ -514,7 +526,8 @@ class Assembler:
             exercises=exercises, notes=notes, phase=phase, exercises_json=exercises_json, notes_json=notes_json,
             shown=tuple(shown), merged=merged, suppressed=suppressed, tier_suppressed=frozenset(tier_suppressed),
             card_bodies=tuple(o.card_body_merged if o.id in merged else o.card_body for o in shown),  # type: ignore[misc]
-            card_json=tuple(o.card_json_merged if o.id in merged else o.card_json for o in shown))  # type: ignore[misc]
+            card_json=tuple((o.card_json_merged if o.id in merged else o.card_json)[index + 1 == len(shown)]  # type: ignore[index]
+                            for index, o in enumerate(shown)))
 
     def _ranked_questions(self, questions: Sequence[int], urgency: int) -> list[tuple[int, str]]:
         """Open questions (indexes into the pairs) with what each could change, most important first:
@@ -552,21 +565,20 @@ class Assembler:
 
     def _to_json(self, pending: _Pending) -> str:
         """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` of `_result(pending)`, without
-        building it: the plan's prepared JSON texts with the patient id, card UUIDs and missing answers spliced in."""
+        building it: the plan's JSON texts with the patient id, card UUIDs and missing answers put in
+        their slots, then joined (one join copies each long text once)."""
         plan = pending.plan
-        parts = [self._json_head]
+        parts = list(plan.json_parts)
         if pending.patient_id is not _NO_ID:  # a str (schema): JSONEncoder(ensure_ascii=False) encodes it so
-            parts.append(',"patient_id":' + encode_text(pending.patient_id))
-        parts += plan.json_middle
-        separator = '{"uuid":"'
-        for card_uuid, suffix in zip(pending.uuids, plan.card_json):  # one join copies each long text once
-            parts += (separator, card_uuid, '"', suffix)
-            separator = ',{"uuid":"'
-        parts.append('],"missing":[')
-        texts = self._json_text
-        parts.append(",".join([texts.get(path) or self._text(path) for path in pending.missing]))
-        parts.append("]")
-        parts += plan.json_end
+            parts[1] = ',"patient_id":' + encode_text(pending.patient_id)
+        parts[plan.uuid_slots] = pending.uuids  # a UUID needs no escaping
+        missing = pending.missing
+        if missing:
+            if self._plain_paths:  # field paths that JSON writes as they are: one join
+                parts[plan.missing_slot] = '"' + '","'.join(missing) + '"'
+            else:
+                texts = self._json_text
+                parts[plan.missing_slot] = ",".join([texts.get(path) or self._text(path) for path in missing])
         return "".join(parts)
 
 
@@ -606,6 +618,12 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
     memo[key] = value
 
 
+def _card_json(body: Mapping[str, Any]) -> tuple[str, str]:
+    """A card's JSON text from the closing quote of its uuid: (followed by the next card, the last card)."""
+    text = '"' + _COMPACT.encode({"uuid": "", **body})[len('{"uuid":""'):]
+    return text + ',{"uuid":"', text
+
+
 class _Base(NamedTuple):
     """What one set of fired rules says under one screening verdict (shared by the plans built on it)."""
 
@@ -633,9 +651,9 @@ class _Plan(NamedTuple):
     tail: dict[str, Any]
     shown: tuple[_RuleOutputs, ...]
     card_bodies: tuple[dict[str, Any], ...]
-    card_json: tuple[str, ...]
-    json_middle: tuple[str, ...]
-    json_end: tuple[str, ...]
+    json_parts: tuple[str, ...]
+    uuid_slots: slice
+    missing_slot: int
     alone: bool
     suppressed: dict[str, str]
     tier_suppressed: frozenset[str]
