@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .conditions import Leaf, _candidates, compile_python, evaluate, field_value, leaves, python_expression, resolve
@@ -34,19 +34,21 @@ class ConflictFinder:
     the tests hold it equal to the reference interpreter). It runs on every patient before the engine."""
 
     def __init__(self, conflicts: Sequence[Conflict], params: Mapping[str, Any]) -> None:
-        lines = ["def find(f, C):", "    out = ()"]
+        lines = ["def find(f):", "    out = ()"]
         for index, conflict in enumerate(conflicts):
             lines.append(f"    if {python_expression(conflict.when, dict(params))}: out += (C[{index}],)")
         lines.append("    return out")
-        self._find = compile_python({"find": "\n".join(lines)}, "conflicts")["find"]
         self._conflicts = tuple(conflicts)
+        self.find: Callable[[Mapping[str, Any]], tuple[Conflict, ...]] = compile_python(
+            {"find": "\n".join(lines)}, "conflicts", {"C": self._conflicts})["find"]
+        """The contradictions that hold for a fact (the generated function itself: one call less per patient)."""
         # what reading each contradiction's fields as unknown writes into the fact (read_as_unknown)
         fields = patient_fields()
         self._unknown_values = {c.id: _unknown_values(fields[path] for path in c.fields) for c in self._conflicts}
         self._combined: dict[tuple[str, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
 
     def __call__(self, fact: Mapping[str, Any]) -> tuple[Conflict, ...]:
-        return self._find(fact, self._conflicts)  # type: ignore[no-any-return]
+        return self.find(fact)
 
     def read_as_unknown(self, fact: dict[str, Any], unknown: list[str],
                         hits: Sequence[Conflict]) -> tuple[dict[str, Any], list[str]]:

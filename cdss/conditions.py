@@ -7,6 +7,7 @@ pushed down to the leaves before compiling, because durable-rules rejects `$not`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -165,9 +166,10 @@ def python_expression(condition: Condition, params: dict[str, Any], fact: str = 
     return f"({known} and {value} {test} {literal!r})"
 
 
-def compile_python(functions: dict[str, str], label: str) -> dict[str, Any]:
-    """Compile generated function sources (name -> source) into callables; `label` names them in tracebacks."""
-    namespace: dict[str, Any] = {}
+def compile_python(functions: dict[str, str], label: str, constants: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Compile generated function sources (name -> source) into callables; `label` names them in tracebacks,
+    `constants` are global names the sources may read."""
+    namespace: dict[str, Any] = dict(constants or {})
     exec(compile("\n".join(functions.values()), f"<cdss {label}>", "exec"), namespace)  # noqa: S102 - generated from checked rule data
     return {name: namespace[name] for name in functions}
 

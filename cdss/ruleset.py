@@ -147,7 +147,7 @@ class RuleSet:
 
             document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
         answers = encoded
-        conflicts = self._conflicts(fact)
+        conflicts = self._conflicts.find(fact)
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
             fact, unknown = self._conflicts.read_as_unknown(fact, unknown, conflicts)
             encoded = encode_fact(fact)
