@@ -57,12 +57,12 @@ class ConflictFinder:
         key = tuple([conflict.id for conflict in hits])
         combined = self._combined.get(key)
         if combined is None:
-            values: dict[str, Any] = {}
-            paths: list[str] = []
+            written: dict[str, Any] = {}
+            fields: list[str] = []
             for conflict in hits:
-                values.update(self._unknown_values[conflict.id])
-                paths += [path for path in conflict.fields if path not in paths]
-            combined = (values, tuple(paths))
+                written.update(self._unknown_values[conflict.id])
+                fields += [path for path in conflict.fields if path not in fields]
+            combined = (written, tuple(fields))
             if len(self._combined) < MEMO_LIMIT:
                 self._combined[key] = combined
         values, paths = combined

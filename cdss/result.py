@@ -698,7 +698,7 @@ class Assessment:
         data = self._built
         if data is None:
             pending = self._pending
-            data = self._built = pending[0]._result(pending)  # type: ignore[index]
+            data = self._built = pending[0]._result(pending)  # type: ignore[index, arg-type]
         return data
 
     def __reduce__(self) -> tuple[Any, ...]:
