@@ -47,13 +47,11 @@ class ConflictFinder:
         self._unknown_values = {c.id: _unknown_values(fields[path] for path in c.fields) for c in self._conflicts}
         self._combined: dict[tuple[str, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
 
-    def __call__(self, fact: Mapping[str, Any]) -> tuple[Conflict, ...]:
-        return self.find(fact)
-
     def read_as_unknown(self, fact: dict[str, Any], unknown: list[str],
                         hits: Sequence[Conflict]) -> tuple[dict[str, Any], list[str]]:
         """`read_as_unknown` for contradictions this finder found, from what each combination of them
-        writes into the fact and adds to the unknown paths, worked out once (bounded by MEMO_LIMIT)."""
+        writes into the fact and adds to the unknown paths, worked out once (bounded by MEMO_LIMIT).
+        `unknown` must be in schema order without repeats, as `patient.prepare` makes it."""
         key = tuple([conflict.id for conflict in hits])
         combined = self._combined.get(key)
         if combined is None:

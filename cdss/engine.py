@@ -3,8 +3,9 @@
 We call `durable_rules_engine` directly instead of `durable.engine.Host`: Host starts two
 timer threads that dispatch into the same ruleset handle behind our back, wraps every
 firing in a Python Closure, and segfaults when used from several threads. Here each
-evaluation asserts one fact under a fresh session id, collects the names of the rules
-whose actions are pending, completes them, and deletes the session, all under one lock.
+evaluation asserts one fact under a fresh session id, reads which rules have actions pending
+(durable-rules knows each rule by a short code, mapped back to its name here), completes
+them, and deletes the session, all under one lock.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ class DurableRuleset:
         """`fire` for a fact already encoded: JSON object text without its closing brace.
 
         The head must hold `"id": "patient", "kind": "patient"` and no `sid` (added here).
-        The rule name of each pending action is read from the start of the action message
-        (`{"<rule>":{"m":...}}`) instead of parsing the whole message, which echoes the fact.
+        The rule of each pending action is read from the start of the action message, by its
+        code (`{"<code>":{"m":...}}`, see `registered_definition`), instead of parsing the whole
+        message, which echoes the fact.
         """
         engine = self._engine
         rule_of_code = self._rule_of_code
@@ -339,7 +341,8 @@ _CODE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 def registered_definition(definition: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     """The ruleset text durable-rules gets for `definition`, and each rule's name by its code.
 
-    Every rule is registered under a code of the same width (one character for up to 62 rules),
+    Every rule is registered under a code of the same width (one character for up to 62 rules,
+    the catch-all included),
     in sorted order of the names: durable-rules names the rule at the start of every action
     message, and a fixed-width code is read there with one slice instead of a search (one
     character: a str CPython keeps, hash included). Rule names never reach durable-rules.

@@ -261,7 +261,8 @@ class Assembler:
         self._json_end = (',"review":' + self._json_review + ',"scope":' + self._json_scope
                           + ',"parameters":' + self._json_parameters + "}")
         # JSON text of the small values results repeat: urgencies, verdicts, phases, notes, and the
-        # field paths of missing answers (filled in advance: `_to_json` reads them per patient)
+        # field paths of missing answers (filled in advance; when every path is written as it is,
+        # `_plain_paths`, `_to_json` joins the paths themselves instead)
         self._json_text: dict[Any, str] = {path: _COMPACT.encode(path) for path in patient_fields()}
         self._plain_paths = all(text == f'"{path}"' for path, text in self._json_text.items())
         self._rule_set = {"id": info.id, "version": info.version, "digest": info.digest}
@@ -593,7 +594,8 @@ first use. A plain tuple: one is made per patient, and a class's `__init__` cost
 
 
 def _pending_assessment(pending: _Pending, alone: bool) -> Assessment:
-    """`Assessment(None, alone=alone, pending=pending)` without the call of `__init__` (one per patient)."""
+    """An Assessment whose dict is built on first use, made without a call of `__init__` (one per
+    patient); it sets every slot (a test checks that no slot is left unset)."""
     assessment = _new_object(Assessment)
     assessment._built = None
     assessment._pending = pending
@@ -688,9 +690,10 @@ class Assessment:
 
     __slots__ = ("_alone", "_built", "_pending")
 
-    def __init__(self, data: dict[str, Any] | None, *, alone: bool = False, pending: _Pending | None = None) -> None:
-        self._built = data
-        self._pending = pending  # the Assembler's parts: `to_json()` splices them; the dict is built on first use
+    def __init__(self, data: dict[str, Any], *, alone: bool = False) -> None:
+        # `_pending_assessment` makes the other kind, whose dict is built on first use: it sets these same slots
+        self._built: dict[str, Any] | None = data
+        self._pending: _Pending | None = None  # the Assembler's parts: `to_json()` splices them
         self._alone = alone  # the urgency is a `stands_alone` tier: its cards speak alone (to_cds_hooks)
 
     @property

@@ -67,17 +67,25 @@ def test_generated_python_condition_equals_the_reference_interpreter(condition: 
 # ---------------------------------------------------------------- contradictions and the encoder
 
 
+_FINDERS: dict[int, ConflictFinder] = {}
+
+
+def _shared_finder(rules: cdss.RuleSet) -> ConflictFinder:
+    return _FINDERS.setdefault(id(rules), ConflictFinder(rules.loaded.conflicts, rules.parameter_values))
+
+
 @given(doc=st.one_of(valid_patients(), coherence_patients()))
 def test_conflict_finder_equals_the_reference_and_the_fact_is_encoded_as_json_dumps(bundled: cdss.RuleSet,
                                                                                     doc: dict[str, Any]) -> None:
     _, fact, unknown, encoded = prepare(doc)
     assert encoded == json.dumps(dict(fact, id="patient", kind="patient"))[:-1] == encode_fact(fact)
     declared = bundled.loaded.conflicts
-    finder = ConflictFinder(declared, bundled.parameter_values)
-    hits = finder(fact)
+    finder = _shared_finder(bundled)  # one finder for every example: its memo is held to the reference too
+    hits = finder.find(fact)
     assert list(hits) == find_conflicts(declared, fact, bundled.parameter_values)
     read, paths = read_as_unknown(fact, unknown, hits)
     assert finder.read_as_unknown(fact, unknown, hits) == (read, paths)
+    assert ConflictFinder(declared, bundled.parameter_values).read_as_unknown(fact, unknown, hits) == (read, paths)
     assert encode_fact(read) == json.dumps(dict(read, id="patient", kind="patient"))[:-1]
     assert paths == [p for p in FIELDS if p in set(unknown) | {f for c in hits for f in c.fields}]
 
@@ -246,3 +254,12 @@ def test_an_action_that_is_not_of_the_expected_shape_is_parsed_and_checked() -> 
         _owned_rules('{"zz": {"m": {"id": "7"}}}', "7", rule_of_code)
     with pytest.raises(cdss.EngineError, match="another patient"):
         _owned_rules('{"a": {"m": {"id": "8"}}}', "7", rule_of_code)
+
+
+def test_a_pending_assessment_sets_every_slot(bundled: cdss.RuleSet) -> None:
+    """`_pending_assessment` skips `__init__`: a slot added to Assessment must be set there too."""
+    result = bundled.evaluate({"back_pain": {"present": True}})
+    for slot in type(result).__slots__:
+        getattr(result, slot)  # AttributeError if left unset
+    assert result._pending is not None and result._built is None
+    assert result.to_json() == json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":"))
