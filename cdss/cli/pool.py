@@ -37,6 +37,8 @@ default). Measured: a 64 KiB pipe made each worker block about 20 times per bloc
 POLL_SECONDS = 0.1
 """How long the parent sleeps at most while it waits: the delay before a signal is acted on."""
 READ_BYTES = 1024 * 1024
+DEPTH = 2
+"""Tasks sent to one worker at a time: the one it works on and the next, already in its pipe."""
 
 _PARENT_FDS: set[int] = set()
 """The parent's ends of the pipes of every live pool: a worker closes them all after the fork, so
@@ -87,34 +89,17 @@ class Pool:
         self.handle = handle
         self.timeout = timeout
         self.workers: list[_Worker] = []
+        self.queue: deque[tuple[Task, bytes]] = deque()  # submitted, not yet sent to a worker
         self.selector = selectors.DefaultSelector()
         self.closed = False
 
     # ---------------------------------------------------------------- parent side
 
     def submit(self, message: Any) -> Task:
-        """Send `message` to the worker with the fewest tasks (a dead worker is replaced first)."""
-        while len(self.workers) < self.size:
-            self.workers.append(self._start())
-        worker = min(self.workers, key=lambda w: len(w.tasks))
+        """Queue `message` for the next worker with room for it (see `_dispatch`)."""
         task = Task()
-        if not worker.tasks:
-            worker.since = time.monotonic()
-        worker.tasks.append(task)
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        data = HEADER.pack(len(payload)) + payload
-        if worker.outbox:
-            worker.outbox += data
-        else:
-            try:
-                written = os.write(worker.send, data)
-            except BlockingIOError:
-                written = 0
-            except OSError:  # the worker is gone: its result pipe will say so
-                written = len(data)
-            if written < len(data):
-                worker.outbox += memoryview(data)[written:]
-                self.selector.register(worker.send, selectors.EVENT_WRITE, worker)  # until `_flush` empties it
+        self.queue.append((task, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)))
+        self._dispatch()
         return task
 
     def wait(self, task: Task, stop: Callable[[], bool] = lambda: False) -> Any:
@@ -123,6 +108,7 @@ class Pool:
         while not task.done:
             if stop():
                 raise Stopped
+            self._dispatch()
             for key, events in self.selector.select(POLL_SECONDS):
                 worker = key.data
                 if worker.pid is None:  # lost earlier in this round
@@ -139,6 +125,37 @@ class Pool:
             raise Lost
         return task.result
 
+    def _dispatch(self) -> None:
+        """Send queued messages, oldest first, to workers holding fewer than DEPTH tasks (starting
+        workers up to the pool's size): a worker always has its next task in its pipe, and a
+        worker that is slowed down (by another process on its core) does not hold work the
+        others could do."""
+        while self.queue:
+            if len(self.workers) < self.size:
+                self.workers.append(self._start())
+            worker = min(self.workers, key=lambda w: len(w.tasks))
+            if len(worker.tasks) >= DEPTH:
+                return
+            task, payload = self.queue.popleft()
+            if not worker.tasks:
+                worker.since = time.monotonic()
+            worker.tasks.append(task)
+            self._send(worker, HEADER.pack(len(payload)) + payload)
+
+    def _send(self, worker: _Worker, data: bytes) -> None:
+        if worker.outbox:
+            worker.outbox += data
+            return
+        try:
+            written = os.write(worker.send, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the worker is gone: its result pipe will say so
+            written = len(data)
+        if written < len(data):
+            worker.outbox += memoryview(data)[written:]
+            self.selector.register(worker.send, selectors.EVENT_WRITE, worker)  # until `_flush` empties it
+
     def pids(self) -> list[int]:
         return [worker.pid for worker in self.workers if worker.pid is not None]
 
@@ -146,6 +163,9 @@ class Pool:
         """Every worker killed (SIGKILL) and reaped now: after a signal or at the end, nothing is
         waited for. Their tasks are lost."""
         self.closed = True
+        for task, _ in self.queue:
+            task.lost = task.done = True
+        self.queue.clear()
         for worker in list(self.workers):
             self._lose(worker)
         self.selector.close()
