@@ -73,8 +73,9 @@ class Block:
 
     __slots__ = ("counts", "data", "errors", "failed", "first_errors", "records", "shared")
 
-    def __init__(self, outputs: list[Output]) -> None:
-        self.data: bytes | memoryview = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+    def __init__(self, outputs: list[Output], data: bytes | None = None) -> None:
+        self.data: bytes | memoryview = (b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+                                         if data is None else data)
         self.shared: int | None = None  # the data's length when a worker left it in a shared-memory slot
         self.records = len(outputs)
         self.counts = dict.fromkeys(URGENCIES, 0)
@@ -373,11 +374,30 @@ def _run_chunk(message: tuple[list[Line] | Packed, int | None]) -> Block:
     fits, and only the counts travel back."""
     work, slot = message
     assert _worker is not None, "worker not initialised"
-    block = Block(_worker.evaluate_chunk(unpack(work)))
-    if slot is not None and _shared is not None and len(block.data) <= SLOT_BYTES:
-        _shared[slot * SLOT_BYTES:slot * SLOT_BYTES + len(block.data)] = block.data
-        block.shared, block.data = len(block.data), b""
-    return block
+    outputs = _worker.evaluate_chunk(unpack(work))
+    if slot is not None and _shared is not None:
+        length = _fill(_shared, slot * SLOT_BYTES, outputs)
+        if length is not None:
+            block = Block(outputs, data=b"")
+            block.shared = length
+            return block
+    return Block(outputs)
+
+
+def _fill(memory: Any, start: int, outputs: list[Output]) -> int | None:
+    """Write the output lines straight into memory[start:start + SLOT_BYTES] and return their length,
+    or None if they do not fit. Measured: joining the lines into one bytes object and copying that
+    into the slot was two extra copies of all 200 MB of results (40,000 patients) in the workers."""
+    limit = start + SLOT_BYTES
+    end = start
+    for text, _, _ in outputs:
+        data = text.encode("utf-8")
+        begin, end = end, end + len(data) + 1
+        if end > limit:
+            return None
+        memory[begin:end - 1] = data
+        memory[end - 1] = 10  # newline
+    return end - start
 
 
 class Slots:
