@@ -402,22 +402,19 @@ def _fill(memory: Any, start: int, outputs: list[Output]) -> int | None:
 
 class Slots:
     """Shared memory for the outputs of the chunks in flight, one SLOT_BYTES slot each: an
-    anonymous MAP_SHARED mapping made before the workers fork (so only with the fork start
-    method; otherwise every output travels in its result message). The parent gives a chunk a
+    anonymous MAP_SHARED mapping made before the workers fork (if it cannot be made, every output
+    travels in its result message). The parent gives a chunk a
     free slot when it sends it, writes the output from the slot, and only then frees the slot.
     A worker that dies leaves at most a half-written slot that nobody reads: its chunk is
     retried without shared memory."""
 
     def __init__(self, count: int) -> None:
         import mmap
-        import multiprocessing
 
-        self.memory: Any = None
-        if "fork" in multiprocessing.get_all_start_methods():
-            try:
-                self.memory = mmap.mmap(-1, count * SLOT_BYTES)
-            except (OSError, ValueError):
-                self.memory = None
+        try:
+            self.memory: Any = mmap.mmap(-1, count * SLOT_BYTES)
+        except (OSError, ValueError):
+            self.memory = None
         self.free = collections.deque(range(count)) if self.memory is not None else collections.deque()
         self.count = count
 
@@ -522,8 +519,9 @@ class Stop:
 WINDOW_PER_WORKER = 8
 """Chunks in flight per worker (sent, queued in the pool, or done and waiting for their turn to be
 written). Two are in a worker at a time (`pool.DEPTH`); the others let the workers that are not
-slowed down go on while the chunk at the head of the output is late (measured: 3 per worker left
-the CPU time of `--workers 2` at 0.98x two independent processes' but the wall time at 0.90-0.97x)."""
+slowed down go on while the chunk at the head of the output is late (a core taken for a while by
+another process). On the 2-core test machine 3 and 8 measured the same (docs/SPEED.md); the
+cost is memory: 8N chunks of input and 8N shared slots, of which only the pages used are touched."""
 CHUNK_TIMEOUT_SECONDS = 300.0
 """A chunk of 256 lines takes well under a second; one that takes minutes means a stuck worker."""
 
@@ -685,9 +683,12 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
 
 def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
          fmt: str, err: IO[str], stop: Stop, allow_in_progress: bool = False) -> int:
+    import os
+
     live: set[str] = set()
+    parallel_ok = workers > 1 and hasattr(os, "fork")  # the pool forks its workers; without fork (Windows): one process
     blocks = (parallel(inputs, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
-              if workers > 1 else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
+              if parallel_ok else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
                                              allow_in_progress=allow_in_progress, live=live))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = failed = 0

@@ -18,6 +18,7 @@ end-of-file on their task pipe, which only the parent holds open.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import selectors
@@ -178,6 +179,7 @@ class Pool:
         for fd in (task_write, result_write):
             _widen(fd)
         parent = os.getpid()
+        gc.freeze()  # the parent's objects are never the worker's garbage: its collections do not touch (copy) them
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the caller's code
             code = 1
@@ -196,6 +198,7 @@ class Pool:
                 code = 0
             finally:
                 os._exit(code)
+        gc.unfreeze()
         os.close(task_read)
         os.close(result_write)
         os.set_blocking(task_write, False)
