@@ -551,7 +551,10 @@ def parallel(inputs: Iterable[tuple[str, BinaryIO | Exception]], rules: RuleSet,
     pending: collections.deque[tuple[list[Line] | Packed, Any, int | None]] = collections.deque()
     size = Sizer()
     work = chunks(inputs, size)
-    stopped = lambda: stop.signal is not None  # noqa: E731
+
+    def stopped() -> bool:
+        return stop.signal is not None
+
     try:
         exhausted = False
         while pending or not exhausted:

@@ -67,7 +67,7 @@ class Task:
 
 
 class _Worker:
-    __slots__ = ("pid", "send", "receive", "tasks", "outbox", "inbox", "since")
+    __slots__ = ("inbox", "outbox", "pid", "receive", "send", "since", "tasks")
 
     def __init__(self, pid: int, send: int, receive: int) -> None:
         self.pid = pid
