@@ -95,6 +95,16 @@ class Block:
                 if len(self.first_errors) < SHOWN_ERRORS:
                     self.first_errors.append(where)
 
+    def __getstate__(self) -> tuple[Any, ...]:
+        """One flat tuple: a worker's Block crosses to the parent for every chunk (the default pickle
+        of a __slots__ class, attribute by attribute, was 30 µs of the parent's CPU per chunk)."""
+        return (self.data, self.shared, self.records, tuple(self.counts.values()), self.errors, self.failed,
+                self.first_errors)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.data, self.shared, self.records, counts, self.errors, self.failed, self.first_errors = state
+        self.counts = dict(zip(URGENCIES, counts))
+
 
 def error_record(name: str, line: int | None, problem: InputProblem) -> str:
     record: dict[str, Any] = {"file": name}

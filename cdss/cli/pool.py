@@ -37,7 +37,7 @@ PIPE_BYTES = 1024 * 1024
 default). Measured: a 64 KiB pipe made each worker block about 20 times per block of results."""
 POLL_SECONDS = 0.1
 """How long the parent sleeps at most while it waits: the delay before a signal is acted on."""
-READ_BYTES = 1024 * 1024
+READ_BYTES = 256 * 1024
 DEPTH = 2
 """Tasks sent to one worker at a time: the one it works on and the next, already in its pipe."""
 
@@ -167,6 +167,11 @@ class Pool:
         for task, _ in self.queue:
             task.lost = task.done = True
         self.queue.clear()
+        for worker in self.workers:  # all at once, then reap each
+            try:
+                os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
         for worker in list(self.workers):
             self._lose(worker)
         self.selector.close()
