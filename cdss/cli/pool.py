@@ -184,6 +184,7 @@ class Pool:
         for fd in (task_write, result_write):
             _widen(fd)
         parent = os.getpid()
+        frozen = gc.get_freeze_count()  # a host that froze objects itself keeps them frozen
         gc.freeze()  # the parent's objects are never the worker's garbage: its collections do not touch (copy) them
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the caller's code
@@ -203,7 +204,8 @@ class Pool:
                 code = 0
             finally:
                 os._exit(code)
-        gc.unfreeze()
+        if not frozen:
+            gc.unfreeze()
         os.close(task_read)
         os.close(result_write)
         os.set_blocking(task_write, False)
