@@ -92,12 +92,16 @@ def test_chunk_size_follows_the_output_bytes_per_line() -> None:
 def test_the_pool_pipes_are_widened_where_the_system_allows_it() -> None:
     import fcntl
 
-    pool = batch._Pool(1, ())
+    from cdss.cli.pool import PIPE_BYTES, Pool
+
+    pool = Pool(1, lambda: None, lambda message: message)
     try:
+        assert pool.wait(pool.submit("hello")) == "hello"
+        worker = pool.workers[0]
         limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-        expected = batch.PIPE_BYTES if (limit >= batch.PIPE_BYTES or os.geteuid() == 0) else None
-        for queue in (pool.executor._call_queue, pool.executor._result_queue):
-            size = fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ)
+        expected = PIPE_BYTES if (limit >= PIPE_BYTES or os.geteuid() == 0) else None
+        for fd in (worker.send, worker.receive):
+            size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
             assert size == expected if expected else size >= 4096
     finally:
         pool.kill()
@@ -164,12 +168,12 @@ def test_outputs_come_back_through_shared_memory_and_big_ones_in_the_message() -
     assert len(big_reference.data) > batch.SLOT_BYTES
     slots = batch.Slots(2)
     assert slots.memory is not None  # Linux: fork is available
-    pool = batch._Pool(2, (rules.loaded, {}, False, "json", False), slots.memory)
+    pool = batch._pool(2, (rules.loaded, {}, False, "json", False), slots.memory)
     try:
         first, second = slots.take(), slots.take()
         assert slots.take() is None  # every slot is in use
-        one = pool.submit(small, first).result(timeout=120)
-        two = pool.submit(big, second).result(timeout=120)
+        one = pool.wait(pool.submit((small, first)))
+        two = pool.wait(pool.submit((big, second)))
     finally:
         pool.kill()
     assert one.shared == len(reference.data) and one.data == b""

@@ -2,12 +2,13 @@
 
 Memory stays constant: input is read one line at a time (with `--workers N`, a regular file
 in blocks of whole lines: the parent never handles single lines) and at most
-3N chunks of lines are in flight in a `concurrent.futures.ProcessPoolExecutor` (it costs the
-parent 35-45 % less CPU than `multiprocessing.Pool`, whose `imap` would also drain the whole
-input into its task queue). Output order is input order. A chunk holds as many lines as make
+8N chunks of lines are in flight in a thread-free pool of forked workers (`pool.Pool`: the
+parent is one select loop; it costs the parent less CPU and fewer wake-ups than
+`concurrent.futures.ProcessPoolExecutor`, whose two threads wake per chunk, measured in
+docs/SPEED.md). Output order is input order. A chunk holds as many lines as make
 about BLOCK_BYTES of output (measured on the blocks already back), so that every message
 between the processes stays below glibc's mmap threshold, and the pipes are widened so that
-a worker can send a block without waiting for the parent (see `_Pool._new`).
+a worker can send a block without waiting for the parent (see `pool.PIPE_BYTES`).
 
 Nothing is lost and nothing hangs (issue 16): a line that cannot be evaluated, for any
 reason, yields an error record in its place; a worker that dies is replaced and its chunk is
@@ -29,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 from ..result import compact
 from .input import (MAX_DOCUMENT_BYTES, InputProblem, iter_lines, oversized_line, parse_document, patient_problem,
                     with_fhir_options)
+from .pool import Lost, Stopped
 
 if TYPE_CHECKING:
     from ..loader import LoadedRules
@@ -51,12 +53,8 @@ the workers and 36,000 in the parent; at about 650 KB they are gone."""
 SLOT_BYTES = 1024 * 1024
 """One chunk's output in the shared memory between the parent and its workers (a larger one
 travels in the result message). Measured: passing 200 MB of results through the result pipe
-(pickle, pipe, the executor's receive buffer, unpickle) was about 0.2 s of the parent's 0.5 s
+(pickle, pipe, the parent's receive buffer, unpickle) was about 0.2 s of the parent's 0.5 s
 of CPU for 40,000 patients; from shared memory the parent writes with no copy of its own."""
-PIPE_BYTES = 1024 * 1024
-"""Capacity asked for the pool's pipes (Linux's default is 64 KiB; /proc/sys/fs/pipe-max-size
-is 1 MiB by default). Measured: a 64 KiB pipe made each worker block about 20 times per block
-(3,100 voluntary context switches per worker for 40,000 patients); 1 MiB: under 50."""
 URGENCIES = ("emergency", "see-professional", "self-care", "none")
 
 Line = tuple[str, int, "bytes | None"]  # input name, line number, bytes (None: over the size cap)
@@ -75,8 +73,9 @@ class Block:
 
     __slots__ = ("counts", "data", "errors", "failed", "first_errors", "records", "shared")
 
-    def __init__(self, outputs: list[Output]) -> None:
-        self.data: bytes | memoryview = b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+    def __init__(self, outputs: list[Output], data: bytes | None = None) -> None:
+        self.data: bytes | memoryview = (b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
+                                         if data is None else data)
         self.shared: int | None = None  # the data's length when a worker left it in a shared-memory slot
         self.records = len(outputs)
         self.counts = dict.fromkeys(URGENCIES, 0)
@@ -95,6 +94,16 @@ class Block:
                 self.errors += 1
                 if len(self.first_errors) < SHOWN_ERRORS:
                     self.first_errors.append(where)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        """One flat tuple: a worker's Block crosses to the parent for every chunk (the default pickle
+        of a __slots__ class, attribute by attribute, was 30 µs of the parent's CPU per chunk)."""
+        return (self.data, self.shared, self.records, tuple(self.counts.values()), self.errors, self.failed,
+                self.first_errors)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.data, self.shared, self.records, counts, self.errors, self.failed, self.first_errors = state
+        self.counts = dict(zip(URGENCIES, counts))
 
 
 def error_record(name: str, line: int | None, problem: InputProblem) -> str:
@@ -370,35 +379,52 @@ def _input_bytes(work: list[Line] | Packed) -> int:
     return sum(len(raw) for _, _, raw in work if isinstance(raw, bytes))
 
 
-def _run_chunk(work: list[Line] | Packed, slot: int | None = None) -> Block:
+def _run_chunk(message: tuple[list[Line] | Packed, int | None]) -> Block:
     """A chunk's Block; its output is left in shared-memory slot `slot` when there is one and it
     fits, and only the counts travel back."""
+    work, slot = message
     assert _worker is not None, "worker not initialised"
-    block = Block(_worker.evaluate_chunk(unpack(work)))
-    if slot is not None and _shared is not None and len(block.data) <= SLOT_BYTES:
-        _shared[slot * SLOT_BYTES:slot * SLOT_BYTES + len(block.data)] = block.data
-        block.shared, block.data = len(block.data), b""
-    return block
+    outputs = _worker.evaluate_chunk(unpack(work))
+    if slot is not None and _shared is not None:
+        length = _fill(_shared, slot * SLOT_BYTES, outputs)
+        if length is not None:
+            block = Block(outputs, data=b"")
+            block.shared = length
+            return block
+    return Block(outputs)
+
+
+def _fill(memory: Any, start: int, outputs: list[Output]) -> int | None:
+    """Write the output lines straight into memory[start:start + SLOT_BYTES] and return their length,
+    or None if they do not fit. Measured: joining the lines into one bytes object and copying that
+    into the slot was two extra copies of all 200 MB of results (40,000 patients) in the workers."""
+    limit = start + SLOT_BYTES
+    end = start
+    for text, _, _ in outputs:
+        data = text.encode("utf-8")
+        begin, end = end, end + len(data) + 1
+        if end > limit:
+            return None
+        memory[begin:end - 1] = data
+        memory[end - 1] = 10  # newline
+    return end - start
 
 
 class Slots:
     """Shared memory for the outputs of the chunks in flight, one SLOT_BYTES slot each: an
-    anonymous MAP_SHARED mapping made before the workers fork (so only with the fork start
-    method; otherwise every output travels in its result message). The parent gives a chunk a
+    anonymous MAP_SHARED mapping made before the workers fork (if it cannot be made, every output
+    travels in its result message). The parent gives a chunk a
     free slot when it sends it, writes the output from the slot, and only then frees the slot.
     A worker that dies leaves at most a half-written slot that nobody reads: its chunk is
     retried without shared memory."""
 
     def __init__(self, count: int) -> None:
         import mmap
-        import multiprocessing
 
-        self.memory: Any = None
-        if "fork" in multiprocessing.get_all_start_methods():
-            try:
-                self.memory = mmap.mmap(-1, count * SLOT_BYTES)
-            except (OSError, ValueError):
-                self.memory = None
+        try:
+            self.memory: Any = mmap.mmap(-1, count * SLOT_BYTES)
+        except (OSError, ValueError):
+            self.memory = None
         self.free = collections.deque(range(count)) if self.memory is not None else collections.deque()
         self.count = count
 
@@ -409,16 +435,11 @@ class Slots:
         if slot is not None:
             self.free.append(slot)
 
-    def reset(self) -> None:
-        """Every slot free again (after a pool was replaced: nothing in flight any more)."""
-        if self.memory is not None:
-            self.free = collections.deque(range(self.count))
-
     def read(self, block: Block, slot: int | None) -> Block:
         """The block with its data: a view of its slot if the worker left it there."""
         if block.shared is not None:
             if slot is None or self.memory is None:
-                raise _Broken  # cannot happen: a worker used a slot it was not given
+                raise Lost  # cannot happen: a worker used a slot it was not given
             block.data = memoryview(self.memory)[slot * SLOT_BYTES:slot * SLOT_BYTES + block.shared]
         return block
 
@@ -505,194 +526,69 @@ class Stop:
         return 128 + (self.signal or 0)
 
 
-POLL_SECONDS = 0.1
+WINDOW_PER_WORKER = 8
+"""Chunks in flight per worker (sent, queued in the pool, or done and waiting for their turn to be
+written). Two are in a worker at a time (`pool.DEPTH`); the others let the workers that are not
+slowed down go on while the chunk at the head of the output is late (a core taken for a while by
+another process). On the 2-core test machine 3 and 8 measured the same (docs/SPEED.md); the
+cost is memory: 8N chunks of input and 8N shared slots, of which only the pages used are touched."""
 CHUNK_TIMEOUT_SECONDS = 300.0
 """A chunk of 256 lines takes well under a second; one that takes minutes means a stuck worker."""
 
 
-class _Pool:
-    """A ProcessPoolExecutor that can be replaced when a worker dies, and killed at once."""
+def _pool(workers: int, initargs: tuple[Any, ...], shared: Any = None) -> Any:
+    """A thread-free pool (`pool.Pool`) of forked workers, each with its own rule set, evaluating chunks."""
+    from .pool import Pool
 
-    def __init__(self, workers: int, initargs: tuple[Any, ...], shared: Any = None) -> None:
-        self.workers = workers
-        self.initargs = initargs
-        self.shared = shared
-        self.executor = self._new()
-
-    def _new(self) -> Any:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        if self.shared is not None:  # the mapping is inherited, never pickled: fork only
-            executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                           initializer=_init_worker, initargs=(*self.initargs, self.shared))
-        else:
-            executor = ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=self.initargs)
-        for queue in (getattr(executor, "_call_queue", None), getattr(executor, "_result_queue", None)):
-            _widen(getattr(queue, "_reader", None))
-        return executor
-
-    def submit(self, chunk: list[Line] | Packed, slot: int | None = None) -> Any:
-        """A future for the chunk; one that fails as broken if the pool already is (a worker died)."""
-        from concurrent.futures import Future
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            return self.executor.submit(_run_chunk, chunk if isinstance(chunk, tuple) else pack(chunk),
-                                        slot if self.shared is not None else None)
-        except (BrokenProcessPool, RuntimeError) as error:
-            failed: Future[Block] = Future()
-            failed.set_exception(BrokenProcessPool(str(error)))
-            return failed
-
-    def kill(self) -> None:
-        """Stop every worker now (SIGKILL): after a signal or a stuck worker, nothing is waited for."""
-        executor = self.executor  # shutdown() drops these references: keep them for the clean-up below
-        processes = dict(getattr(executor, "_processes", None) or {})
-        call_queue = getattr(executor, "_call_queue", None)
-        result_queue = getattr(executor, "_result_queue", None)
-        for process in processes.values():
-            try:
-                process.kill()
-            except (OSError, ValueError, AttributeError):
-                pass
-        executor.shutdown(wait=False, cancel_futures=True)
-        _unblock_feeder(call_queue)
-        for process in processes.values():
-            try:
-                process.join(1.0)
-            except (OSError, ValueError, AttributeError, AssertionError):
-                pass
-        _unblock_manager(result_queue)
-
-    def lost_a_worker(self) -> bool:
-        """Has a worker process died? Checked directly: the executor itself may never notice (its
-        manager thread can block for ever on half a result from a killed worker)."""
-        processes = getattr(self.executor, "_processes", None) or {}
-        return any(process.exitcode is not None for process in list(processes.values()))
-
-    def replace(self) -> None:
-        self.kill()
-        self.executor = self._new()
-
-
-def _widen(connection: Any) -> None:
-    """Ask for a PIPE_BYTES pipe behind a multiprocessing connection (Linux only; anything that
-    does not work leaves the pipe as it is: only speed depends on it)."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
-    except (AttributeError, ImportError, OSError, ValueError):
-        pass
-
-
-def _unblock_feeder(queue: Any) -> None:
-    """With its workers dead, the executor's call-queue feeder thread can block for ever writing
-    a chunk into a full pipe, and the executor (or the interpreter at exit) joins it: a hang
-    (CPython 3.11). Read what is in the pipe so the feeder finishes; do not wait for it."""
-    if queue is None:
-        return
-    try:
-        queue.cancel_join_thread()
-        reader = queue._reader
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and reader.poll(0.02):
-            reader.recv_bytes()
-    except (OSError, EOFError, ValueError, AttributeError):
-        pass
-
-
-def _unblock_manager(queue: Any) -> None:
-    """A worker killed while sending its result leaves half a message in the result pipe, and the
-    executor's manager thread waits for the rest for ever (the interpreter joins that thread at
-    exit). With every worker gone, close our copy of the write end: the manager reads end-of-file."""
-    writer = getattr(queue, "_writer", None)
-    if writer is not None:
-        try:
-            writer.close()
-        except OSError:
-            pass
-
-
-def _wait(future: Any, stop: Stop, pool: _Pool) -> Any:
-    """The future's result, waiting in short steps so a signal or a dead worker is acted on at once."""
-    import concurrent.futures
-
-    waited = 0.0
-    while True:
-        if stop.signal is not None:
-            raise _Stopped
-        try:
-            return future.result(timeout=POLL_SECONDS)
-        except concurrent.futures.TimeoutError:
-            waited += POLL_SECONDS
-            if waited >= CHUNK_TIMEOUT_SECONDS or pool.lost_a_worker():
-                raise _Broken from None
-        except Exception:  # noqa: BLE001 - a dead worker, or a chunk that failed as a whole: retry it line by line
-            raise _Broken from None
-
-
-class _Stopped(Exception):
-    pass
-
-
-class _Broken(Exception):
-    pass
+    return Pool(workers, lambda: _init_worker(*initargs, shared), _run_chunk, timeout=CHUNK_TIMEOUT_SECONDS)
 
 
 def parallel(inputs: Iterable[tuple[str, BinaryIO | Exception]], rules: RuleSet, *, workers: int, trace: bool,
              fmt: str, stop: Stop | None = None, allow_in_progress: bool = False) -> Generator[Block, None, None]:
     """Outputs in input order from `workers` processes, each loading the rule set once.
 
-    A worker that dies takes the chunks in flight with it: the pool is replaced and each of
-    those chunks is retried once, line by line, in a fresh single-worker pool, so only a line
+    A worker that dies takes the chunks it held with it: the pool starts another worker and
+    each of those chunks is retried once, line by line, in a fresh single-worker pool, so only a line
     that kills its worker again becomes an error record. Nothing waits forever.
     """
     stop = stop or Stop()
     overrides = {name: value for name, value in rules.parameter_values.items()
                  if value != rules.parameters[name].default}
     initargs = (rules.loaded, overrides, trace, fmt, allow_in_progress)
-    window = workers * 3
+    window = workers * WINDOW_PER_WORKER
     slots = Slots(window)
-    pool = _Pool(workers, initargs, slots.memory)
+    pool = _pool(workers, initargs, slots.memory)
     pending: collections.deque[tuple[list[Line] | Packed, Any, int | None]] = collections.deque()
     size = Sizer()
     work = chunks(inputs, size)
+
+    def stopped() -> bool:
+        return stop.signal is not None
+
     try:
         exhausted = False
         while pending or not exhausted:
-            while not exhausted and len(pending) < window and stop.signal is None:
+            while not exhausted and len(pending) < window and not stopped():
                 chunk = next(work, None)
                 if chunk is None:
                     exhausted = True
                 else:
                     slot = slots.take()
-                    pending.append((chunk, pool.submit(chunk, slot), slot))
+                    pending.append((chunk, pool.submit((chunk if isinstance(chunk, tuple) else pack(chunk), slot)),
+                                    slot))
             if not pending:
                 break
-            chunk, future, slot = pending.popleft()
+            chunk, task, slot = pending.popleft()
             try:
-                block = slots.read(_wait(future, stop, pool), slot)
-                size.learn(block, _input_bytes(chunk))
-                yield block  # written out before this generator resumes
-                slots.give(slot)
-            except _Broken:
-                retry = [(chunk, None, slot)] + list(pending)
-                pending.clear()
-                pool.replace()
-                for failed, done, used in retry:
-                    if done is not None and done.done() and not done.cancelled() and done.exception() is None:
-                        try:
-                            finished = slots.read(done.result(), used)  # finished before the worker died
-                        except _Broken:
-                            yield from _retry_lines(failed, initargs, stop)
-                            continue
-                        yield finished
-                    else:
-                        yield from _retry_lines(failed, initargs, stop)
-                slots.reset()
-    except _Stopped:
+                block = slots.read(pool.wait(task, stopped), slot)
+            except Lost:  # its worker died (the pool starts another) or is stuck: retry the lines
+                yield from _retry_lines(chunk, initargs, stop)
+                slots.give(slot)  # the worker that had it is dead and reaped: nobody writes there now
+                continue
+            size.learn(block, _input_bytes(chunk))
+            yield block  # written out before this generator resumes
+            slots.give(slot)
+    except Stopped:
         return
     finally:
         pool.kill()
@@ -721,15 +617,14 @@ class Sizer:
 
 
 def _retry_lines(chunk: list[Line] | Packed, initargs: tuple[Any, ...], stop: Stop) -> Generator[Block, None, None]:
-    """Second try for the lines of a chunk whose worker died: one line at a time, a new worker
-    after each death; a line that kills a worker again becomes an error record."""
-    pool = _Pool(1, initargs)
+    """Second try for the lines of a chunk whose worker died: one line at a time in a pool of one
+    worker (replaced after each death); a line that kills a worker again becomes an error record."""
+    pool = _pool(1, initargs)
     try:
         for name, number, raw in unpack(chunk):
             try:
-                yield _wait(pool.submit([(name, number, raw)]), stop, pool)
-            except _Broken:
-                pool.replace()
+                yield pool.wait(pool.submit(([(name, number, raw)], None)), lambda: stop.signal is not None)
+            except Lost:
                 yield Block([(error_record(name, number, worker_died()), FAILED, f"{name}:{number}")])
     finally:
         pool.kill()
@@ -801,9 +696,12 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
 
 def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO, workers: int, trace: bool,
          fmt: str, err: IO[str], stop: Stop, allow_in_progress: bool = False) -> int:
+    import os
+
     live: set[str] = set()
+    parallel_ok = workers > 1 and hasattr(os, "fork")  # the pool forks its workers; without fork (Windows): one process
     blocks = (parallel(inputs, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
-              if workers > 1 else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
+              if parallel_ok else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
                                              allow_in_progress=allow_in_progress, live=live))
     counts = dict.fromkeys(URGENCIES, 0)
     errors = failed = 0
