@@ -436,6 +436,17 @@ def test_workers_apply_parameter_overrides(tmp_path: Path) -> None:
     assert {json.loads(line)["urgency"] for line in result.stdout.splitlines()} == {"see-professional"}
 
 
+def test_workers_without_fork_evaluate_in_one_process_and_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where os.fork does not exist (Windows), --workers N runs in one process: same output, and a note."""
+    path = write(tmp_path, "w.jsonl", jsonl(EMERGENCY, BEGINNER, b"[]"))
+    one = invoke("evaluate", "--jsonl", path)
+    monkeypatch.delattr("os.fork")
+    two = invoke("evaluate", "--jsonl", "--workers", "3", path)
+    assert two.exit_code == one.exit_code == 1
+    assert two.stdout == one.stdout
+    assert "--workers 3 needs os.fork" in two.stderr and "--workers" not in one.stderr
+
+
 # ---------------------------------------------------------------- validate
 
 

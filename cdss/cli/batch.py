@@ -700,6 +700,9 @@ def _run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryI
 
     live: set[str] = set()
     parallel_ok = workers > 1 and hasattr(os, "fork")  # the pool forks its workers; without fork (Windows): one process
+    if workers > 1 and not parallel_ok:
+        err.write(f"cdss: note: --workers {workers} needs os.fork, which this platform lacks; "
+                  "evaluating in one process\n")
     blocks = (parallel(inputs, rules, workers=workers, trace=trace, fmt=fmt, stop=stop, allow_in_progress=allow_in_progress)
               if parallel_ok else sequential(read_lines(inputs, live), rules, trace=trace, fmt=fmt, stop=stop,
                                              allow_in_progress=allow_in_progress, live=live))
