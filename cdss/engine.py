@@ -342,10 +342,10 @@ def registered_definition(definition: Mapping[str, Any]) -> tuple[str, dict[str,
     """The ruleset text durable-rules gets for `definition`, and each rule's name by its code.
 
     Every rule is registered under a code of the same width (one character for up to 62 rules,
-    the catch-all included),
-    in sorted order of the names: durable-rules names the rule at the start of every action
-    message, and a fixed-width code is read there with one slice instead of a search (one
-    character: a str CPython keeps, hash included). Rule names never reach durable-rules.
+    the catch-all included), in sorted order of the names: durable-rules names the rule at the
+    start of every action message, and a fixed-width code is read there with one slice instead
+    of a search (one character: a str CPython keeps, hash included). Rule names never reach
+    durable-rules.
     """
     names = sorted(definition)
     width = 1
