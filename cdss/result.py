@@ -641,7 +641,7 @@ class _Base(NamedTuple):
     suppressed: dict[str, str]
     tier_suppressed: frozenset[str]
     card_bodies: tuple[dict[str, Any], ...]
-    card_json: tuple[str, ...]
+    card_json: tuple[str, ...]  # each card's JSON after its uuid, up to the next card's uuid (`_card_json`)
 
 
 class _Plan(NamedTuple):
