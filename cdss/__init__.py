@@ -12,7 +12,7 @@ stays cheap: the loader, YAML, JSON Schema and the rule engine are imported on f
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import importlib
 import threading

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring as encode_text
 from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Any, NamedTuple
@@ -36,6 +36,26 @@ def __getattr__(name: str) -> Any:
 
         return uuid.UUID(bytes=CARD_NAMESPACE_BYTES)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def card_tags(digest: str, rule_ids: Iterable[str], digits: int = 8) -> dict[str, str]:
+    """Each rule's tag, the first group of its card UUIDs: the first `digits` hex digits of
+    SHA-1(CARD_NAMESPACE bytes + "{digest}|{rule id}"). Rules are taken in id order; one whose tag
+    an earlier rule holds hashes "{digest}|{rule id}|1", "|2", … instead, so the cards of one result
+    never share a UUID (two of 100 rules share 8 digits about once in a million rule sets)."""
+    ordered = sorted(rule_ids)
+    if len(ordered) > 16 ** digits:
+        raise ValueError(f"{len(ordered)} rules cannot have distinct tags of {digits} hex digits")
+    tags: dict[str, str] = {}
+    taken: set[str] = set()
+    for rule_id in ordered:
+        name, retry = f"{digest}|{rule_id}", 0
+        while (tag := hashlib.sha1(CARD_NAMESPACE_BYTES + name.encode()).hexdigest()[:digits]) in taken:
+            retry += 1
+            name = f"{digest}|{rule_id}|{retry}"
+        taken.add(tag)
+        tags[rule_id] = tag
+    return tags
 
 
 def _uuid5(name: str) -> str:
@@ -139,12 +159,14 @@ class _RuleOutputs:
         "priority_rank",
         "supersedes",
         "urgency",
-        "uuid_tail",
+        "uuid_tag",
     )
 
-    def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str) -> None:
+    def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str,
+                 uuid_tag: str = "") -> None:
         then = rule.then
         self.id = rule.id
+        self.uuid_tag = uuid_tag  # the first group of this rule's card UUIDs (`card_tags`)
         self.supersedes = rule.supersedes
         self.card_rank = card_rank
         self.priority_rank = priority_rank
@@ -171,7 +193,6 @@ class _RuleOutputs:
                              render(exercise["instructions"], params))
         card = then.get("card")
         self.card: tuple[Any, ...] | None = None
-        self.uuid_tail = b""
         if card:
             referral = then.get("referral")
             self.card = (rule.indicator, render(card["summary"], params), render(card["detail"], params),
@@ -180,7 +201,6 @@ class _RuleOutputs:
                           render(referral["within"], params) if "within" in referral else None,
                           resolve_bound(referral["weeks"], params) if "weeks" in referral else None)
                          if referral else None)
-            self.uuid_tail = rule.id.encode()  # rule ids are ASCII (rule-pack schema)
         # the card without its uuid (each result puts its own first), with and without its referral
         # (a referral to a destination an earlier card already refers to is merged into that card)
         self.card_body: dict[str, Any] | None = None
@@ -248,8 +268,9 @@ class Assembler:
         self._parameters = tuple((name, params[name]) for name in sorted(params))
         try:
             self._uuid_prefix: Any = hashlib.sha1(CARD_NAMESPACE_BYTES + f"{info.digest}|{params_key}|".encode())
-        except UnicodeEncodeError:  # let uuid.uuid5 do (and fail) exactly as it would
+        except UnicodeEncodeError:  # a parameter that is not valid Unicode: fails at the first card, as it always did
             self._uuid_prefix = None
+        self._card_tags = card_tags(info.digest, rules)
         self._outputs: dict[str, _RuleOutputs] = {}
         self._json_head = _COMPACT.encode({"cdss_version": version, "rule_set": {
             "id": info.id, "version": info.version, "digest": info.digest}})[:-1]
@@ -284,31 +305,25 @@ class Assembler:
 
     def _prepare(self, rule_id: str) -> _RuleOutputs:
         outputs = _RuleOutputs(self._rules[rule_id], self._card_rank[rule_id], self._priority_rank[rule_id],
-                               self._params, self._info.source_title)
+                               self._params, self._info.source_title, self._card_tags[rule_id])
         self._outputs[rule_id] = outputs  # idempotent: a concurrent duplicate is identical
         return outputs
 
     def _card_uuids(self, shown: Sequence[_RuleOutputs], patient: Mapping[str, Any], answers: str) -> list[str]:
-        """The card UUIDs: `str(uuid.uuid5(CARD_NAMESPACE, f"{digest}|{params_key}|{identity}|{rule id}"))`,
-        where the identity is the patient id (JSON, ASCII) and the answers as the engine reads them
-        (`patient.prepare`'s encoding: every field in schema order, so key order and null-versus-absent
-        do not matter), from a hash state prepared once per rule set and once per patient."""
+        """The card UUIDs (UUIDv8, RFC 9562): the rule's tag (`card_tags`), then 90 bits
+        of one SHA-1 per patient over the rule-set digest, parameters, patient id (JSON, ASCII) and the
+        answers as the engine reads them (`patient.prepare`'s encoding: every field in schema order, so
+        key order and null-versus-absent do not matter). One hash per result, not per card."""
         # ASCII: the id is JSON-escaped, the answers are JSON with ensure_ascii (as prepare encodes them)
         identity = f"{encode_ascii(patient['patient_id']) if 'patient_id' in patient else 'null'}|{answers}|"
-        prefix = self._uuid_prefix
-        if prefix is None:
-            head = f"{self._info.digest}|{self._params_key}|{identity}"
-            return [_uuid5(head + o.id) for o in shown]
-        patient_state = prefix.copy()
-        patient_state.update(identity.encode())
-        out = []
-        for o in shown:
-            state = patient_state.copy()
-            state.update(o.uuid_tail)
-            # the bits uuid.uuid5 sets: version 5 (the 13th hex digit), RFC 4122 variant (top bits of the 17th)
-            a, b, c, variant, d, e = _UUID_PIECES(state.hexdigest())
-            out.append(f"{a}-{b}-5{c}-{_VARIANT[variant]}{d}-{e}")
-        return out
+        state = self._uuid_prefix
+        if state is None:  # raises the UnicodeEncodeError its construction caught
+            state = hashlib.sha1(CARD_NAMESPACE_BYTES + f"{self._info.digest}|{self._params_key}|".encode())
+        state = state.copy()
+        state.update(identity.encode())
+        a, b, variant, c, d = _TAIL_PIECES(state.hexdigest())
+        tail = f"-{a}-8{b}-{_VARIANT[variant]}{c}-{d}"
+        return [o.uuid_tag + tail for o in shown]
 
     def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: Sequence[str], patient: Mapping[str, Any],
                trace: list[dict[str, Any]] | None, questions: Sequence[int] = (),
@@ -666,10 +681,11 @@ def _by_referral(o: _RuleOutputs) -> tuple[int, int, int]:
 
 
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-"""A hex digit with its top two bits set to the RFC 4122 variant (10xx), as uuid.uuid5 does."""
+"""A hex digit with its top two bits set to the RFC 9562 variant (10xx)."""
 
-_UUID_PIECES = operator.itemgetter(slice(0, 8), slice(8, 12), slice(13, 16), 16, slice(17, 20), slice(20, 32))
-"""The pieces of a SHA-1 hex digest a UUID is written from (the 13th digit becomes the version), in one call."""
+_TAIL_PIECES = operator.itemgetter(slice(0, 4), slice(4, 7), 7, slice(8, 11), slice(11, 23))
+"""The pieces of a SHA-1 hex digest a card UUID's last four groups are written from (90 bits: 22 hex
+digits and two bits of the variant digit), in one call."""
 
 _by_priority = operator.attrgetter("priority_rank")
 

@@ -81,16 +81,19 @@ def test_results_are_byte_identical_across_loads(tmp_path: Path) -> None:
     assert cdss.load_rules(FIXTURES / "basic").evaluate(reordered).to_json() == first
 
 
-def test_card_uuids_are_uuid5_and_depend_on_patient_and_rule(basic_rules: cdss.RuleSet) -> None:
+def test_card_uuids_are_uuid8_and_depend_on_patient_and_rule(basic_rules: cdss.RuleSet) -> None:
     import uuid
 
     one = basic_rules.evaluate(A).cards
     other = basic_rules.evaluate({**A, "patient_id": "someone-else"}).cards
-    assert [c["rule"] for c in one] == [c["rule"] for c in other]
+    assert len(one) >= 2 and [c["rule"] for c in one] == [c["rule"] for c in other]
     for a, b in zip(one, other):
-        assert uuid.UUID(a["uuid"]).version == 5
+        parsed = uuid.UUID(a["uuid"])
+        assert parsed.version == 8 and parsed.variant == uuid.RFC_4122 and str(parsed) == a["uuid"]
         assert a["uuid"] != b["uuid"]
+        assert a["uuid"][:8] == b["uuid"][:8]  # the rule's tag; the rest is the patient's
     assert len({c["uuid"] for c in one}) == len(one)
+    assert len({c["uuid"][8:] for c in one}) == 1  # one hash per result
 
 
 def test_cards_ordered_critical_warning_info_then_priority() -> None:

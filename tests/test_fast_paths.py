@@ -5,6 +5,7 @@ encoder vs json.dumps, result plans shared between results, card UUIDs."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from cdss.coherence import ConflictFinder, find_conflicts, read_as_unknown
 from cdss.conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, evaluate, python_expression
 from cdss.fields import UNKNOWN, patient_fields
 from cdss.patient import encode_fact, flatten, prepare
-from cdss.result import CARD_NAMESPACE
+from cdss.result import CARD_NAMESPACE, card_tags
 from tests.strategies import ABSENT, coherence_patients, patients_with_screening, put, valid_patients
 
 FIELDS = patient_fields()
@@ -197,15 +198,37 @@ def test_card_namespace_is_the_documented_uuid5() -> None:
     assert CARD_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 
 
-def test_card_uuid_is_the_documented_uuid5(bundled: cdss.RuleSet) -> None:
-    """docs/SERVICE.md: UUIDv5 of rule-set digest, parameters, patient id, the answers as the engine reads
-    them, and the rule id; a host can recompute it to link feedback to a card."""
+def test_card_uuid_is_the_documented_uuid8(bundled: cdss.RuleSet) -> None:
+    """docs/SERVICE.md: UUIDv8, the rule's tag then 90 bits of SHA-1 over the rule-set digest, parameters,
+    patient id and the answers as the engine reads them; a host can recompute it to link feedback to a card."""
     doc = {"patient_id": "p-7", "back_pain": {"present": True}, "exercise": {"stage": "none"}}
     answers = prepare(doc)[3]
     params = json.dumps(dict(bundled.parameter_values), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    for card in bundled.evaluate(doc).cards:
-        name = f"{bundled.info.digest}|{params}|\"p-7\"|{answers}|{card['rule']}"
-        assert card["uuid"] == str(uuid.uuid5(CARD_NAMESPACE, name))
+    digest = bundled.info.digest
+    h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|\"p-7\"|{answers}|".encode()).hexdigest()
+    cards = bundled.evaluate(doc).cards
+    assert len(cards) >= 2
+    for card in cards:
+        tag = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{card['rule']}".encode()).hexdigest()[:8]
+        variant = "89ab"[int(h[7], 16) % 4]
+        assert card["uuid"] == f"{tag}-{h[0:4]}-8{h[4:7]}-{variant}{h[8:11]}-{h[11:23]}"
+        # the same 122 bits as the layout says: version 8, RFC 9562 variant, and the digest's bits
+        value = uuid.UUID(card["uuid"]).int
+        assert value >> 96 == int(tag, 16) and (value >> 80) & 0xFFFF == int(h[0:4], 16)
+
+
+def test_card_tags_are_distinct_even_when_the_hash_collides() -> None:
+    # one hex digit and 16 rules: collisions are certain, and every rule still gets its own tag
+    ids = [f"rule-{n}" for n in range(16)]
+    tags = card_tags("sha256:x", ids, digits=1)
+    assert sorted(tags.values()) == list("0123456789abcdef")
+    assert card_tags("sha256:x", reversed(ids), digits=1) == tags  # by rule id, not input order
+    first = min(ids)
+    assert tags[first] == hashlib.sha1(CARD_NAMESPACE.bytes + f"sha256:x|{first}".encode()).hexdigest()[:1]
+    wide = card_tags("sha256:x", ids)
+    assert all(wide[i] == hashlib.sha1(CARD_NAMESPACE.bytes + f"sha256:x|{i}".encode()).hexdigest()[:8] for i in ids)
+    with pytest.raises(ValueError):
+        card_tags("sha256:x", [*ids, "one-too-many"], digits=1)
 
 
 INTEGER_FIELDS = sorted(path for path, fld in FIELDS.items() if fld.kind == "integer")
