@@ -219,7 +219,7 @@ def self_check(rules: Any, docs: list[dict[str, Any]], seed: int, floor: Callabl
     """What is timed must be right: fast paths equal the reference paths on every document."""
     from cdss.conditions import evaluate as evaluate_condition
     from cdss.errors import PatientDataError
-    from cdss.patient import flatten, prepare, validate_patient
+    from cdss.patient import answers_text, flatten, prepare, validate_patient
 
     def reference(doc: Any) -> Any:
         try:
@@ -227,7 +227,7 @@ def self_check(rules: Any, docs: list[dict[str, Any]], seed: int, floor: Callabl
         except PatientDataError as error:
             return "invalid", str(error)
         fact, unknown = flatten(document)
-        return document, fact, unknown, json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+        return document, fact, unknown, json.dumps(dict(fact, id="patient", kind="patient"))[:-1], answers_text(fact)
 
     def fast(doc: Any) -> Any:
         try:
@@ -245,7 +245,7 @@ def self_check(rules: Any, docs: list[dict[str, Any]], seed: int, floor: Callabl
     params = dict(rules.parameter_values)
     engine = rules._durable()
     for index, doc in enumerate(docs):
-        _, fact, _, encoded = prepare(doc)
+        _, fact, _, encoded, _ = prepare(doc)
         by_engine = engine.fire_encoded(encoded)
         by_raw = raw.fired(f'{encoded}, "sid": "check-{index}"}}', f"check-{index}")
         by_reference = {r.id for r in rules.rules if evaluate_condition(r.when, fact, params)}

@@ -189,17 +189,18 @@ def flatten(patient: Mapping[str, Any], fields: Mapping[str, Field] | None = Non
     return fact, unknown
 
 
-Checked = Callable[[dict[str, Any]], "tuple[dict[str, Any], list[str], str] | None"]
+Checked = Callable[[dict[str, Any]], "tuple[dict[str, Any], list[str], str, str] | None"]
 _checked: Checked | None = None
 _checked_ready = False
 
 
-def prepare(patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str]:
-    """Validate and flatten in one pass: `(document, fact, unknown, encoded)` for the engine.
+def prepare(patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, str]:
+    """Validate and flatten in one pass: `(document, fact, unknown, encoded, answers)` for the engine.
 
     Same result as `validate_patient` then `flatten` (same PatientDataError for an invalid
     document), plus the fact as JSON text with `"id": "patient", "kind": "patient"` appended
-    and the closing brace left off (the engine adds the session id). The one pass is Python
+    and the closing brace left off (the engine adds the session id), plus `answers_text(fact)`
+    (what the card UUIDs hash). The one pass is Python
     generated once from the schema (`compile_checked_flattener`); any document it does not
     accept goes through `validate_patient`, so errors are exactly those of the full path.
     """
@@ -220,12 +221,19 @@ def prepare(patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], st
             text = patient.get("patient_id")  # the one free-text value the fast path lets through
             if isinstance(text, str) and not text.isprintable() and _SURROGATE.search(text):
                 raise PatientDataError("$.patient_id", "text (valid Unicode)", "an unpaired surrogate (\\ud800-\\udfff)")
-            return patient, out[0], out[1], out[2]
+            return patient, out[0], out[1], out[2], out[3]
     document = validate_patient(patient)  # raises the precise PatientDataError
     fact, unknown = flatten(document)
     import json
 
-    return document, fact, unknown, json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+    return document, fact, unknown, json.dumps(dict(fact, id="patient", kind="patient"))[:-1], answers_text(fact)
+
+
+def answers_text(fact: Mapping[str, Any]) -> str:
+    """A flat fact's values in field order (an integer's `__known` flag after it), joined by `|`: the
+    patient's answers as the card UUIDs hash them. Key order and null-versus-absent in the document
+    do not change it; enum values hold no `|` (the one-pass generator checks), so it is unambiguous."""
+    return "|".join([str(value) for value in fact.values()])
 
 
 _OBJECT_KEYWORDS = {"type", "additionalProperties", "properties", "description", "title", "$schema", "$id", "$defs"}
@@ -285,7 +293,8 @@ def compile_checked_flattener(root: Mapping[str, Any], fields: Mapping[str, Fiel
             if "enum" in prop:
                 values = prop["enum"]
                 if set(prop) - {"enum", "description"} or None not in values or not all(
-                        x is None or (isinstance(x, str) and json.dumps(x, ensure_ascii=False) == f'"{x}"') for x in values):
+                        x is None or (isinstance(x, str) and json.dumps(x, ensure_ascii=False) == f'"{x}"' and "|" not in x)
+                        for x in values):
                     raise NotImplementedError(path)
                 table = f"_E{n}"
                 namespace[table] = frozenset(x for x in values if x is not None)
@@ -339,7 +348,8 @@ def compile_checked_flattener(root: Mapping[str, Any], fields: Mapping[str, Fiel
         raise NotImplementedError("the schema walk and the field catalogue disagree")
     fact = ", ".join(f"{key!r}: {var}" for key, var in entries)
     head = "{{" + ", ".join([*json_parts, '"id": "patient"', '"kind": "patient"'])
-    lines.append(f"    return {{{fact}}}, unknown, f{head!r}")
+    answers = "|".join(f"{{{var}}}" for _, var in entries)  # answers_text(fact), from the locals
+    lines.append(f"    return {{{fact}}}, unknown, f{head!r}, f{answers!r}")
     exec(compile("\n".join(lines), "<cdss.patient checked flattener>", "exec"), namespace)
     return namespace["checked"]  # type: ignore[no-any-return]
 

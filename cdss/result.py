@@ -12,6 +12,7 @@ from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Any, NamedTuple
 
 from .fields import field_label, patient_fields
+from .patient import answers_text
 from .model import (
     INDICATOR_ORDER,
     NO_SCOPE,
@@ -310,11 +311,11 @@ class Assembler:
         return outputs
 
     def _card_uuids(self, shown: Sequence[_RuleOutputs], patient: Mapping[str, Any], answers: str) -> list[str]:
-        """The card UUIDs (UUIDv8, RFC 9562): the rule's tag (`card_tags`), then 90 bits
-        of one SHA-1 per patient over the rule-set digest, parameters, patient id (JSON, ASCII) and the
-        answers as the engine reads them (`patient.prepare`'s encoding: every field in schema order, so
-        key order and null-versus-absent do not matter). One hash per result, not per card."""
-        # ASCII: the id is JSON-escaped, the answers are JSON with ensure_ascii (as prepare encodes them)
+        """The card UUIDs (UUIDv8, RFC 9562): the rule's tag (`card_tags`), then 90 bits of one
+        SHA-1 per patient over the rule-set digest, parameters, patient id (JSON, ASCII) and the
+        answers (`patient.answers_text`: every field's value in schema order, so key order and
+        null-versus-absent do not matter). One hash per result, not per card."""
+        # ASCII: the id is JSON-escaped; the answers are schema enum values (plain JSON strings), flags, integers
         identity = f"{encode_ascii(patient['patient_id']) if 'patient_id' in patient else 'null'}|{answers}|"
         state = self._uuid_prefix
         if state is None:  # raises the UnicodeEncodeError its construction caught
@@ -330,8 +331,8 @@ class Assembler:
                conflicts: Sequence[Conflict] = (), answers: str | None = None) -> Assessment:
         """The Assessment for one patient; its `to_json()` splices prepared JSON texts.
 
-        `answers` is the patient's fact as `patient.prepare` encoded it, before contradictions
-        were read as unknown (the card UUIDs hash it); by default it is encoded from `fact`.
+        `answers` is `patient.answers_text` of the patient's fact before contradictions were read
+        as unknown (`patient.prepare` gives it; the card UUIDs hash it); by default, of `fact`.
 
         `questions` are indexes into the `questions` pairs given to the constructor (the open
         ones, from `coherence.QuestionFinder.open`). Everything but the patient id and the card
@@ -351,7 +352,7 @@ class Assembler:
         shown = plan.shown
         if shown:
             if answers is None:
-                answers = json.dumps(dict(fact, id="patient", kind="patient"))[:-1]
+                answers = answers_text(fact)
             uuids = self._card_uuids(shown, patient, answers)
         else:
             uuids = []

@@ -135,9 +135,10 @@ class RuleSet:
     def _prepare(self, patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], str, tuple[Conflict, ...], str]:
         """`patient.prepare`, plus a FHIR QuestionnaireResponse converted on the failure path, plus the
         declared contradictions that hold, whose fields the rules then read as unknown (issue 17).
-        The last item is the fact as first encoded (the patient's answers, for the card UUIDs)."""
+        The last item is the patient's answers as given, before any was read as unknown (`patient.answers_text`),
+        for the card UUIDs."""
         try:
-            document, fact, unknown, encoded = prepare(patient)  # validation and the fact, in one pass
+            document, fact, unknown, encoded, answers = prepare(patient)  # validation and the fact, in one pass
         except PatientDataError:
             # Only a document that is not a valid patient document may be a FHIR resource: the
             # plain-document path pays nothing for FHIR, and cdss.fhir is imported only for one.
@@ -145,8 +146,7 @@ class RuleSet:
                 raise
             from .fhir.response import as_patient_document
 
-            document, fact, unknown, encoded = prepare(as_patient_document(patient, self))
-        answers = encoded
+            document, fact, unknown, encoded, answers = prepare(as_patient_document(patient, self))
         conflicts = self._conflicts.find(fact)
         if conflicts:  # contradictory answers are not used silently: the rules read them as unknown
             fact, unknown = self._conflicts.read_as_unknown(fact, unknown, conflicts)

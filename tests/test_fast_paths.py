@@ -78,7 +78,7 @@ def _shared_finder(rules: cdss.RuleSet) -> ConflictFinder:
 @given(doc=st.one_of(valid_patients(), coherence_patients()))
 def test_conflict_finder_equals_the_reference_and_the_fact_is_encoded_as_json_dumps(bundled: cdss.RuleSet,
                                                                                     doc: dict[str, Any]) -> None:
-    _, fact, unknown, encoded = prepare(doc)
+    _, fact, unknown, encoded, _ = prepare(doc)
     assert encoded == json.dumps(dict(fact, id="patient", kind="patient"))[:-1] == encode_fact(fact)
     declared = bundled.loaded.conflicts
     finder = _shared_finder(bundled)  # one finder for every example: its memo is held to the reference too
@@ -202,7 +202,7 @@ def test_card_uuid_is_the_documented_uuid8(bundled: cdss.RuleSet) -> None:
     """docs/SERVICE.md: UUIDv8, the rule's tag then 90 bits of SHA-1 over the rule-set digest, parameters,
     patient id and the answers as the engine reads them; a host can recompute it to link feedback to a card."""
     doc = {"patient_id": "p-7", "back_pain": {"present": True}, "exercise": {"stage": "none"}}
-    answers = prepare(doc)[3]
+    answers = prepare(doc)[4]
     params = json.dumps(dict(bundled.parameter_values), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = bundled.info.digest
     h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|\"p-7\"|{answers}|".encode()).hexdigest()
