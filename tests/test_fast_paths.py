@@ -198,23 +198,33 @@ def test_card_namespace_is_the_documented_uuid5() -> None:
     assert CARD_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 
 
-def test_card_uuid_is_the_documented_uuid8(bundled: cdss.RuleSet) -> None:
+def _documented_answers(doc: dict[str, Any]) -> str:
+    """docs/SERVICE.md: every field's flat value in schema order, an integer's known flag after it, joined by |."""
+    fact, _ = flatten(doc)
+    values = []
+    for fld in FIELDS.values():
+        values.append(str(fact[fld.key]))
+        if fld.kind == "integer":
+            values.append(fact[fld.key + "__known"])
+    return "|".join(values)
+
+
+@given(doc=st.one_of(valid_patients(), coherence_patients()))
+def test_card_uuid_is_the_documented_uuid8(bundled: cdss.RuleSet, doc: dict[str, Any]) -> None:
     """docs/SERVICE.md: UUIDv8, the rule's tag then 90 bits of SHA-1 over the rule-set digest, parameters,
-    patient id and the answers as the engine reads them; a host can recompute it to link feedback to a card."""
-    doc = {"patient_id": "p-7", "back_pain": {"present": True}, "exercise": {"stage": "none"}}
-    answers = prepare(doc)[4]
+    patient id and the answers as given (contradictory ones too); a host can recompute it to link feedback."""
     params = json.dumps(dict(bundled.parameter_values), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = bundled.info.digest
-    h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|\"p-7\"|{answers}|".encode()).hexdigest()
-    cards = bundled.evaluate(doc).cards
-    assert len(cards) >= 2
-    for card in cards:
+    patient_id = json.dumps(doc["patient_id"]) if "patient_id" in doc else "null"
+    h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|{patient_id}|{_documented_answers(doc)}|".encode()).hexdigest()
+    for card in bundled.evaluate(doc).cards:
         tag = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{card['rule']}".encode()).hexdigest()[:8]
         variant = "89ab"[int(h[7], 16) % 4]
         assert card["uuid"] == f"{tag}-{h[0:4]}-8{h[4:7]}-{variant}{h[8:11]}-{h[11:23]}"
         # the same 122 bits as the layout says: version 8, RFC 9562 variant, and the digest's bits
-        value = uuid.UUID(card["uuid"]).int
-        assert value >> 96 == int(tag, 16) and (value >> 80) & 0xFFFF == int(h[0:4], 16)
+        parsed = uuid.UUID(card["uuid"])
+        assert parsed.version == 8 and parsed.variant == uuid.RFC_4122
+        assert parsed.int >> 96 == int(tag, 16) and (parsed.int >> 80) & 0xFFFF == int(h[0:4], 16)
 
 
 def test_card_tags_are_distinct_even_when_the_hash_collides() -> None:
