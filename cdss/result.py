@@ -12,7 +12,6 @@ from json.encoder import encode_basestring_ascii as encode_ascii
 from typing import Any, NamedTuple
 
 from .fields import field_label, patient_fields
-from .patient import answers_text
 from .model import (
     INDICATOR_ORDER,
     NO_SCOPE,
@@ -25,6 +24,7 @@ from .model import (
     Scope,
     resolve_bound,
 )
+from .patient import answers_text
 
 CARD_NAMESPACE_BYTES = bytes.fromhex("c3dc0c314be458548455f308d83b51ea")
 """`uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards").bytes`, the namespace of card UUIDs
@@ -164,7 +164,7 @@ class _RuleOutputs:
     )
 
     def __init__(self, rule: Rule, card_rank: int, priority_rank: int, params: Mapping[str, Any], source_title: str,
-                 uuid_tag: str = "") -> None:
+                 uuid_tag: str) -> None:
         then = rule.then
         self.id = rule.id
         self.uuid_tag = uuid_tag  # the first group of this rule's card UUIDs (`card_tags`)
@@ -310,22 +310,6 @@ class Assembler:
         self._outputs[rule_id] = outputs  # idempotent: a concurrent duplicate is identical
         return outputs
 
-    def _card_uuids(self, shown: Sequence[_RuleOutputs], patient: Mapping[str, Any], answers: str) -> list[str]:
-        """The card UUIDs (UUIDv8, RFC 9562): the rule's tag (`card_tags`), then 90 bits of one
-        SHA-1 per patient over the rule-set digest, parameters, patient id (JSON, ASCII) and the
-        answers (`patient.answers_text`: every field's value in schema order, so key order and
-        null-versus-absent do not matter). One hash per result, not per card."""
-        # ASCII: the id is JSON-escaped; the answers are schema enum values (plain JSON strings), flags, integers
-        identity = f"{encode_ascii(patient['patient_id']) if 'patient_id' in patient else 'null'}|{answers}|"
-        state = self._uuid_prefix
-        if state is None:  # raises the UnicodeEncodeError its construction caught
-            state = hashlib.sha1(CARD_NAMESPACE_BYTES + f"{self._info.digest}|{self._params_key}|".encode())
-        state = state.copy()
-        state.update(identity.encode())
-        a, b, variant, c, d = _TAIL_PIECES(state.hexdigest())
-        tail = f"-{a}-8{b}-{_VARIANT[variant]}{c}-{d}"
-        return [o.uuid_tag + tail for o in shown]
-
     def assess(self, *, fired: set[str], fact: Mapping[str, Any], unknown: Sequence[str], patient: Mapping[str, Any],
                trace: list[dict[str, Any]] | None, questions: Sequence[int] = (),
                conflicts: Sequence[Conflict] = (), answers: str | None = None) -> Assessment:
@@ -340,31 +324,11 @@ class Assembler:
         the open questions and the contradictions: that part (a `_Plan`) is worked out once per
         distinct combination and shared, read-only, by every result built from it.
         """
-        flags = self._red_flags_of(fact)
-        screening = self._screenings.get(flags)
-        if screening is None:
-            screening = self._screenings[flags] = screening_verdict(flags)  # at most 3^flags entries
-        key = (frozenset(fired), screening, tuple(questions), tuple([c.id for c in conflicts]) if conflicts else ())
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plan(fired, screening, questions, conflicts)
-            _remember(self._plans, key, plan)
-        shown = plan.shown
-        if shown:
-            if answers is None:
-                answers = answers_text(fact)
-            uuids = self._card_uuids(shown, patient, answers)
-        else:
-            uuids = []
-        if self._all_needed:  # every field is read by some rule (the bundled rules): all unknowns are missing
-            # the patient's own list (prepare made it), never handed out uncopied
-            missing = unknown if type(unknown) is list else list(unknown)
-        else:
-            needed = self._needed
-            missing = [path for path in unknown if path in needed]
-        pending = (self, plan, patient.get("patient_id", _NO_ID), uuids, missing)
+        pending = self.pending(fired, fact, unknown, patient, tuple(questions), conflicts,
+                               answers_text(fact) if answers is None else answers)
         if trace is None:
-            return _pending_assessment(pending, plan.alone)
+            return pending_assessment(pending)
+        plan = pending[1]
         result = self._result(pending)
         for step in trace:
             rule_id = step["rule"]
@@ -376,6 +340,46 @@ class Assembler:
                 step["referral_merged_into"] = plan.merged[rule_id]
         result["trace"] = trace
         return Assessment(result, alone=plan.alone)
+
+    def pending(self, fired: set[str], fact: Mapping[str, Any], unknown: Sequence[str], patient: Mapping[str, Any],
+                questions: tuple[int, ...], conflicts: Sequence[Conflict], answers: str) -> _Pending:
+        """`assess` without a trace, up to the result not built yet (`pending_assessment` makes it an
+        Assessment): positional, for the batch path, which calls it once per patient.
+
+        The card UUIDs (UUIDv8, RFC 9562) are each rule's tag (`card_tags`) followed by 90 bits of
+        one SHA-1 per patient over the rule-set digest, parameters, patient id (JSON, ASCII) and
+        `answers` (`patient.answers_text`: every field's value in schema order, so key order and
+        null-versus-absent do not matter): one hash per result, not per card (docs/SERVICE.md).
+        """
+        flags = self._red_flags_of(fact)
+        screening = self._screenings.get(flags)
+        if screening is None:
+            screening = self._screenings[flags] = screening_verdict(flags)  # at most 3^flags entries
+        key = (frozenset(fired), screening, questions, tuple([c.id for c in conflicts]) if conflicts else ())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(fired, screening, questions, conflicts)
+            _remember(self._plans, key, plan)
+        shown = plan.shown
+        if shown:
+            state = self._uuid_prefix
+            if state is None:  # raises the UnicodeEncodeError its construction caught
+                state = hashlib.sha1(CARD_NAMESPACE_BYTES + f"{self._info.digest}|{self._params_key}|".encode())
+            state = state.copy()
+            # hashed as UTF-8 (docs/SERVICE.md): the id JSON-escaped to ASCII, the answers as `answers_text` spells them
+            state.update(f"{encode_ascii(patient['patient_id']) if 'patient_id' in patient else 'null'}|{answers}|".encode())
+            a, b, variant, c, d = _TAIL_PIECES(state.hexdigest())
+            tail = f"-{a}-8{b}-{_VARIANT[variant]}{c}-{d}"
+            uuids = [o.uuid_tag + tail for o in shown]
+        else:
+            uuids = []
+        if self._all_needed:  # every field is read by some rule (the bundled rules): all unknowns are missing
+            # the patient's own list (prepare made it), never handed out uncopied
+            missing = unknown if type(unknown) is list else list(unknown)
+        else:
+            needed = self._needed
+            missing = [path for path in unknown if path in needed]
+        return (self, plan, patient.get("patient_id", _NO_ID), uuids, missing)
 
     def _result(self, pending: _Pending) -> dict[str, Any]:
         """The result dict (key order as in the contract); its parts other than the patient's are the plan's, shared."""
@@ -609,13 +613,13 @@ plan and the parts that are the patient's own. JSON is spliced from it directly;
 first use. A plain tuple: one is made per patient, and a class's `__init__` cost 0.3 µs more (measured)."""
 
 
-def _pending_assessment(pending: _Pending, alone: bool) -> Assessment:
+def pending_assessment(pending: _Pending) -> Assessment:
     """An Assessment whose dict is built on first use, made without a call of `__init__` (one per
     patient); it sets every slot (a test checks that no slot is left unset)."""
     assessment = _new_object(Assessment)
     assessment._built = None
     assessment._pending = pending
-    assessment._alone = alone
+    assessment._alone = pending[1].alone
     return assessment
 
 
@@ -708,7 +712,7 @@ class Assessment:
     __slots__ = ("_alone", "_built", "_pending")
 
     def __init__(self, data: dict[str, Any], *, alone: bool = False) -> None:
-        # `_pending_assessment` makes the other kind, whose dict is built on first use: it sets these same slots
+        # `pending_assessment` makes the other kind, whose dict is built on first use: it sets these same slots
         self._built: dict[str, Any] | None = data
         self._pending: _Pending | None = None  # the Assembler's parts: `to_json()` splices them
         self._alone = alone  # the urgency is a `stands_alone` tier: its cards speak alone (to_cds_hooks)

@@ -22,7 +22,7 @@ from .fields import patient_fields
 from .loader import LoadedRules, check_parameter_value, load, nearest, parameter_constraint_problem
 from .model import Conflict, Parameter, Rule, RuleSetInfo
 from .patient import encode_fact, prepare
-from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical
+from .result import RED_FLAG_PREFIX, Assembler, Assessment, canonical, pending_assessment
 
 BATCH_SIZE = 64
 """Patients per durable-rules session in `evaluate_many`: measured best at 10-100 (benchmarks/run.py);
@@ -176,6 +176,7 @@ class RuleSet:
     def _many(self, iterator: Iterator[Any], trace: bool, chunk: int) -> Iterator[Assessment | PatientDataError]:
         prepare_one = self._prepare
         assemble = self._assembler.assess
+        pending = self._assembler.pending
         open_questions = self._questions.open
         while True:
             documents = list(itertools.islice(iterator, chunk))
@@ -198,9 +199,12 @@ class RuleSet:
                     continue
                 document, fact, unknown, _, conflicts, answers = item
                 fired = next(fired_all)  # only rules of this rule set: fire_many checks every name it reads
-                yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document,
-                               trace=self._trace(fact, fired) if trace else None,
-                               questions=open_questions(fact, fired), conflicts=conflicts, answers=answers)
+                if trace:
+                    yield assemble(fired=fired, fact=fact, unknown=unknown, patient=document, trace=self._trace(fact, fired),
+                                   questions=open_questions(fact, fired), conflicts=conflicts, answers=answers)
+                else:  # assess() without a trace, one call less per patient
+                    yield pending_assessment(pending(fired, fact, unknown, document, open_questions(fact, fired),
+                                                     conflicts, answers))
 
     def _trace(self, fact: dict[str, Any], fired: set[str]) -> list[dict[str, Any]]:
         steps = []
