@@ -231,8 +231,9 @@ def prepare(patient: Any) -> tuple[dict[str, Any], dict[str, Any], list[str], st
 
 def answers_text(fact: Mapping[str, Any]) -> str:
     """A flat fact's values in field order (an integer's `__known` flag after it), joined by `|`: the
-    patient's answers as the card UUIDs hash them. Key order and null-versus-absent in the document
-    do not change it; enum values hold no `|` (the one-pass generator checks), so it is unambiguous."""
+    patient's answers as the card UUIDs hash them (docs/SERVICE.md). Key order and null-versus-absent
+    in the document do not change it. It is unambiguous because no enum value of the patient schema
+    holds a `|` (a test checks; the one-pass generator also refuses one)."""
     return "|".join([str(value) for value in fact.values()])
 
 

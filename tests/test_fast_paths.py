@@ -235,10 +235,88 @@ def test_card_tags_are_distinct_even_when_the_hash_collides() -> None:
     assert card_tags("sha256:x", reversed(ids), digits=1) == tags  # by rule id, not input order
     first = min(ids)
     assert tags[first] == hashlib.sha1(CARD_NAMESPACE.bytes + f"sha256:x|{first}".encode()).hexdigest()[:1]
+    # a rule whose tag an earlier rule (by id) holds hashes "{digest}|{rule id}|1", "|2", ... (docs/SERVICE.md)
+    taken: set[str] = set()
+    rehashed = 0
+    for rule_id in sorted(ids):
+        name, retry = f"sha256:x|{rule_id}", 0
+        while (tag := hashlib.sha1(CARD_NAMESPACE.bytes + name.encode()).hexdigest()[:1]) in taken:
+            retry += 1
+            name = f"sha256:x|{rule_id}|{retry}"
+        rehashed += retry > 0
+        taken.add(tag)
+        assert tags[rule_id] == tag
+    assert rehashed >= 5
     wide = card_tags("sha256:x", ids)
     assert all(wide[i] == hashlib.sha1(CARD_NAMESPACE.bytes + f"sha256:x|{i}".encode()).hexdigest()[:8] for i in ids)
     with pytest.raises(ValueError):
         card_tags("sha256:x", [*ids, "one-too-many"], digits=1)
+
+
+def _documented_uuid(digest: str, params: str, patient_id: str, answers: str, rule_id: str) -> str:
+    """docs/SERVICE.md, "Card UUIDs", as written there (no rehash: the bundled rules have no tag collision)."""
+    tag = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{rule_id}".encode()).hexdigest()[:8]
+    h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|{patient_id}|{answers}|".encode()).hexdigest()
+    return f"{tag}-{h[0:4]}-8{h[4:7]}-{'89ab'[int(h[7], 16) % 4]}{h[8:11]}-{h[11:23]}"
+
+
+def test_the_documented_card_uuid_example_is_what_evaluate_gives(bundled: cdss.RuleSet) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "SERVICE.md").read_text(encoding="utf-8")
+    block = text[text.index("Worked example"):]
+    block = block[block.index("```") + 3:]
+    example = dict(line.split(":", 1) for line in block[:block.index("```")].strip().splitlines())
+    example = {key.strip(): value.strip() for key, value in example.items()}
+    doc = json.loads(example["document"])
+    assert _documented_uuid(example["digest"], example["parameters"], example["patient id"], example["answers"],
+                            example["rule"]) == example["uuid"], "the worked example does not follow its own recipe"
+    result = bundled.evaluate(doc).to_dict()
+    actual = {"digest": result["rule_set"]["digest"],
+              "parameters": json.dumps(result["parameters"], sort_keys=True, ensure_ascii=False, separators=(",", ":")),
+              "patient id": json.dumps(doc["patient_id"]), "answers": _documented_answers(doc),
+              "uuid": {card["rule"]: card["uuid"] for card in result["cards"]}.get(example["rule"])}
+    assert {key: example[key] for key in actual} == actual, (
+        "docs/SERVICE.md's worked example no longer matches the bundled rules (a rule or parameter changed?); "
+        f"update it to: {actual}")
+
+
+def test_parameters_change_the_card_uuids(bundled: cdss.RuleSet) -> None:
+    doc = {"patient_id": "p-7", "back_pain": {"present": True}, "exercise": {"stage": "none"}}
+    other = bundled.with_parameters({"professional_evaluation_within_weeks": 3})
+    one, two = bundled.evaluate(doc).cards, other.evaluate(doc).cards
+    assert one and [c["rule"] for c in one] == [c["rule"] for c in two]
+    assert not {c["uuid"] for c in one} & {c["uuid"] for c in two}
+
+
+def test_the_two_pass_path_gives_the_same_card_uuids(bundled: cdss.RuleSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cdss.patient
+
+    docs = [json.loads(path.read_text()) for path in sorted((Path(__file__).parent.parent / "examples" / "patients").glob("*.json"))]
+    fast = [bundled.evaluate(doc).to_json() for doc in docs]
+    monkeypatch.setattr(cdss.patient, "_checked", None)  # prepare() then validates and flattens in two passes
+    assert [bundled.evaluate(doc).to_json() for doc in docs] == fast
+    assert sum(len(bundled.evaluate(doc).cards) for doc in docs) > 20
+
+
+def test_parameters_that_cannot_be_hashed_fail_at_the_first_card(bundled: cdss.RuleSet) -> None:
+    from cdss.result import Assembler
+
+    assembler = bundled._assembler
+    broken = Assembler.__new__(Assembler)
+    broken.__dict__.update(assembler.__dict__)
+    broken._uuid_prefix, broken._params_key = None, "{\"x\":\"\ud800\"}"  # a lone surrogate: not UTF-8
+    prepared = bundled._prepare({"back_pain": {"present": True}})
+    document, fact, unknown, _, conflicts, answers = prepared
+    fired = bundled._durable().fire_encoded(prepared[3])
+    with pytest.raises(UnicodeEncodeError):
+        broken.assess(fired=fired, fact=fact, unknown=unknown, patient=document, trace=None,
+                      questions=bundled._questions.open(fact, fired), conflicts=conflicts, answers=answers)
+    # a result without cards hashes nothing, and does not fail
+    assert not broken.assess(fired=set(), fact=fact, unknown=unknown, patient=document, trace=None).cards
+
+
+def test_no_enum_value_of_the_patient_schema_holds_the_answers_separator() -> None:
+    values = [value for fld in FIELDS.values() if fld.kind == "enum" for value in fld.values]
+    assert values and not [value for value in values if "|" in value]
 
 
 INTEGER_FIELDS = sorted(path for path, fld in FIELDS.items() if fld.kind == "integer")
@@ -290,7 +368,7 @@ def test_an_action_that_is_not_of_the_expected_shape_is_parsed_and_checked() -> 
 
 
 def test_a_pending_assessment_sets_every_slot(bundled: cdss.RuleSet) -> None:
-    """`_pending_assessment` skips `__init__`: a slot added to Assessment must be set there too."""
+    """`pending_assessment` skips `__init__`: a slot added to Assessment must be set there too."""
     result = bundled.evaluate({"back_pain": {"present": True}})
     for slot in type(result).__slots__:
         getattr(result, slot)  # AttributeError if left unset

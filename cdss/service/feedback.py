@@ -2,9 +2,10 @@
 
 Why a store at all: feedback names only a card uuid, so the service remembers which rule (and
 which rule set digest) each served card came from; `cdss feedback report` then shows a clinician
-which rules are overridden and why. Nothing here is patient data: no patient document, no
-context ids, and free-text override comments only when the operator opts in
-(`store_user_comments`), because a clinician's comment may name the patient.
+which rules are overridden and why. No patient document, no context ids, and free-text override
+comments only when the operator opts in (`store_user_comments`), because a clinician's comment may
+name the patient. The card uuids are patient-derived all the same (docs/SERVICE.md, "Feedback"):
+a guess of the answers can be tested against one, and the cards of one evaluation share their tail.
 
 One file, shared by every worker process (WAL mode): it also holds the JWT ids already seen, so
 a token replayed against another worker is still refused.
