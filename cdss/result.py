@@ -369,26 +369,25 @@ class Assembler:
             # hashed as UTF-8 (docs/SERVICE.md): the id JSON-escaped to ASCII, the answers as `answers_text` spells them
             state.update(f"{encode_ascii(patient['patient_id']) if 'patient_id' in patient else 'null'}|{answers}|".encode())
             a, b, variant, c, d = _TAIL_PIECES(state.hexdigest())
-            tail = f"-{a}-8{b}-{_VARIANT[variant]}{c}-{d}"
-            uuids = [o.uuid_tag + tail for o in shown]
+            tail = f"-{a}-8{b}-{_VARIANT[variant]}{c}-{d}"  # each card's uuid is its rule's tag + this
         else:
-            uuids = []
+            tail = ""
         if self._all_needed:  # every field is read by some rule (the bundled rules): all unknowns are missing
             # the patient's own list (prepare made it), never handed out uncopied
             missing = unknown if type(unknown) is list else list(unknown)
         else:
             needed = self._needed
             missing = [path for path in unknown if path in needed]
-        return (self, plan, patient.get("patient_id", _NO_ID), uuids, missing)
+        return (self, plan, patient.get("patient_id", _NO_ID), tail, missing)
 
     def _result(self, pending: _Pending) -> dict[str, Any]:
         """The result dict (key order as in the contract); its parts other than the patient's are the plan's, shared."""
-        _, plan, patient_id, uuids, missing = pending
+        _, plan, patient_id, tail, missing = pending
         result: dict[str, Any] = {"cdss_version": self._version, "rule_set": self._rule_set}
         if patient_id is not _NO_ID:
             result["patient_id"] = patient_id
         result.update(plan.tail)
-        result["cards"] = [{"uuid": card_uuid, **body} for card_uuid, body in zip(uuids, plan.card_bodies)]
+        result["cards"] = [{"uuid": o.uuid_tag + tail, **body} for o, body in zip(plan.shown, plan.card_bodies)]
         result["missing"] = missing
         return result
 
@@ -462,14 +461,14 @@ class Assembler:
                  base.notes_json if recommended else text(notes[0]),
                  ']},"cards":[' + ('{"uuid":"' if base.card_json else "")]
         first_uuid = len(parts)
-        for card in base.card_json:
-            parts += ("", card)  # slot: the card's uuid
+        for o, card in zip(base.shown, base.card_json):
+            parts += (o.uuid_tag, "", card)  # slot: the rest of the card's uuid, the patient's own
         missing_slot = len(parts) + 1
         parts += ('],"missing":[', "",  # slot: the missing answers
                   '],"questions":[', questions_json,
                   '],"conflicts":' + (_COMPACT.encode(conflict_data) if conflicts else "[]"), self._json_end)
         return _Plan(tail=tail, shown=base.shown, card_bodies=base.card_bodies, json_parts=tuple(parts),
-                     uuid_slots=slice(first_uuid, missing_slot - 1, 2), missing_slot=missing_slot,
+                     uuid_slots=slice(first_uuid + 1, missing_slot - 1, 3), missing_slot=missing_slot,
                      alone=base.alone, suppressed=base.suppressed, tier_suppressed=base.tier_suppressed,
                      merged=base.merged)
 
@@ -589,11 +588,12 @@ class Assembler:
         """`json.dumps(result, ensure_ascii=False, separators=(",", ":"))` of `_result(pending)`, without
         building it: the plan's JSON texts with the patient id, card UUIDs and missing answers put in
         their slots, then joined (one join copies each long text once)."""
-        _, plan, patient_id, uuids, missing = pending
+        _, plan, patient_id, tail, missing = pending
         parts = list(plan.json_parts)
         if patient_id is not _NO_ID:  # a str (schema): JSONEncoder(ensure_ascii=False) encodes it so
             parts[1] = ',"patient_id":' + encode_text(patient_id)
-        parts[plan.uuid_slots] = uuids  # a UUID needs no escaping
+        if tail:
+            parts[plan.uuid_slots] = [tail] * len(plan.shown)  # a UUID needs no escaping
         if missing:
             if self._plain_paths:  # field paths that JSON writes as they are: one join
                 parts[plan.missing_slot] = '"' + '","'.join(missing) + '"'
@@ -607,9 +607,9 @@ _NO_ID: Any = object()
 """The patient id of a pending result whose document has no `patient_id` (a result then has no such key)."""
 
 
-_Pending = tuple["Assembler", "_Plan", Any, list[str], list[str]]
-"""A result not built yet: (assembler, plan, patient id or _NO_ID, card UUIDs, missing answers), its
-plan and the parts that are the patient's own. JSON is spliced from it directly; the dict is built on
+_Pending = tuple["Assembler", "_Plan", Any, str, list[str]]
+"""A result not built yet: (assembler, plan, patient id or _NO_ID, the card UUIDs' common tail after
+each rule's tag, missing answers), its plan and the parts that are the patient's own. JSON is spliced from it directly; the dict is built on
 first use. A plain tuple: one is made per patient, and a class's `__init__` cost 0.3 µs more (measured)."""
 
 
