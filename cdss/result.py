@@ -730,11 +730,14 @@ class Assessment:
 
     @property
     def urgency(self) -> str:
-        return str(self._data["urgency"])
+        # a batch asks every result for it: read from the shared plan rather than build the result
+        pending = self._pending
+        return str((pending[1].tail if self._built is None and pending is not None else self._data)["urgency"])
 
     @property
     def red_flag_screening(self) -> str:
-        return str(self._data["red_flag_screening"])
+        pending = self._pending
+        return str((pending[1].tail if self._built is None and pending is not None else self._data)["red_flag_screening"])
 
     @property
     def findings(self) -> list[dict[str, Any]]:

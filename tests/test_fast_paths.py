@@ -374,3 +374,44 @@ def test_a_pending_assessment_sets_every_slot(bundled: cdss.RuleSet) -> None:
         getattr(result, slot)  # AttributeError if left unset
     assert result._pending is not None and result._built is None
     assert result.to_json() == json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+@given(docs=st.lists(st.one_of(valid_patients(), coherence_patients()), min_size=1, max_size=6))
+def test_a_pending_result_reads_urgency_and_screening_from_its_plan(bundled: cdss.RuleSet, docs: list[Any]) -> None:
+    """`urgency` and `red_flag_screening` do not build the result (a batch asks every result for them)."""
+    for result in bundled.evaluate_many(docs):
+        assert isinstance(result, cdss.Assessment)
+        urgency, screening = result.urgency, result.red_flag_screening
+        assert result._built is None  # still not built
+        data = result.to_dict()
+        assert (urgency, screening) == (data["urgency"], data["red_flag_screening"])
+        assert (result.urgency, result.red_flag_screening) == (urgency, screening)  # and once built
+
+
+def test_valid_documents_make_no_reference_cycles() -> None:
+    """The CLI batch freezes what a chunk leaves (cli.batch.settle_garbage): evaluating a valid
+    document must leave no cyclic garbage behind, or the batch would rely on the collector for it.
+    In a fresh interpreter: threads left by other tests in this one would make garbage of their own."""
+    import subprocess
+    import sys
+
+    script = r"""
+import gc, json, pathlib, sys
+import cdss
+rules = cdss.load_rules(None)
+docs = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
+for result in rules.evaluate_many(docs):  # warm: memos, compiled code
+    result.to_json()
+gc.collect()
+gc.disable()
+for _ in range(3):
+    for result in rules.evaluate_many(docs):
+        result.to_json(), result.to_dict(), result.to_cds_hooks(), result.urgency
+    for doc in docs:
+        rules.evaluate(doc).to_json()
+print(len(docs), gc.collect())
+"""
+    examples = Path(__file__).parent.parent / "examples" / "patients"
+    done = subprocess.run([sys.executable, "-c", script, str(examples)], capture_output=True, text=True, check=True)
+    count, garbage = map(int, done.stdout.split())
+    assert count >= 10 and garbage == 0
