@@ -21,6 +21,7 @@ written line complete (exit 130 / 143). Each worker evaluates a chunk through on
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import sys
 import time
@@ -58,7 +59,7 @@ of CPU for 40,000 patients; from shared memory the parent writes with no copy of
 URGENCIES = ("emergency", "see-professional", "self-care", "none")
 
 Line = tuple[str, int, "bytes | None"]  # input name, line number, bytes (None: over the size cap)
-Output = tuple[str, "str | None", "str | None"]  # output line, urgency (a result), error location (an error)
+Output = tuple[bytes, "str | None", "str | None"]  # output line (UTF-8, no newline), urgency (a result), error location
 SHOWN_ERRORS = 5
 FAILED = "failed"
 """The urgency slot of an Output whose line could not be evaluated through no fault of the input."""
@@ -74,8 +75,9 @@ class Block:
     __slots__ = ("counts", "data", "errors", "failed", "first_errors", "records", "shared")
 
     def __init__(self, outputs: list[Output], data: bytes | None = None) -> None:
-        self.data: bytes | memoryview = (b"".join(text.encode("utf-8") + b"\n" for text, _, _ in outputs)
-                                         if data is None else data)
+        if data is None:
+            data = b"\n".join([line for line, _, _ in outputs]) + b"\n" if outputs else b""
+        self.data: bytes | memoryview = data
         self.shared: int | None = None  # the data's length when a worker left it in a shared-memory slot
         self.records = len(outputs)
         self.counts = dict.fromkeys(URGENCIES, 0)
@@ -163,15 +165,14 @@ class Evaluator:
             try:
                 assessment = self.rules.evaluate(with_fhir_options(document, self.rules, self.allow_in_progress),
                                                  trace=self.trace)
-                text = self.render(assessment)
-                text.encode("utf-8")  # fails here, for this line, rather than in the writer
+                data = self.render(assessment).encode("utf-8")  # fails here, for this line, not in the writer
             except PatientDataError as error:
                 raise patient_problem(error, document) from None
         except InputProblem as problem:
-            return error_record(name, number, problem), None, f"{name}:{number}"
+            return error_record(name, number, problem).encode("utf-8"), None, f"{name}:{number}"
         except (CdssError, Exception) as error:  # noqa: BLE001 - isolate the line, report it in place
-            return error_record(name, number, not_evaluated(error)), FAILED, f"{name}:{number}"
-        return text, assessment.urgency, None
+            return error_record(name, number, not_evaluated(error)).encode("utf-8"), FAILED, f"{name}:{number}"
+        return data, assessment.urgency, None
 
     def evaluate_chunk(self, lines: list[Line]) -> list[Output]:
         """Output lines for a chunk of input lines (blank lines skipped), in order: the one unit of
@@ -193,7 +194,7 @@ class Evaluator:
                 except PatientDataError as error:
                     raise patient_problem(error, document) from None
             except InputProblem as problem:
-                slots.append((error_record(name, number, problem), None, f"{name}:{number}"))
+                slots.append((error_record(name, number, problem).encode("utf-8"), None, f"{name}:{number}"))
             except Exception:  # noqa: BLE001 - the one-line path isolates and reports it
                 slots.append(_Parsed(name, number, raw, None, None, alone=True))
         try:
@@ -216,14 +217,14 @@ class Evaluator:
             try:
                 if isinstance(result, PatientDataError):
                     raise result
-                text = self.render(result)  # --format fhir may refuse a patient_id FHIR cannot carry
-                text.encode("utf-8")  # fails here, for this line, rather than in the writer
-                out.append((text, result.urgency, None))
+                # --format fhir may refuse a patient_id FHIR cannot carry; encoding fails here, for this line
+                out.append((self.render(result).encode("utf-8"), result.urgency, None))
             except PatientDataError as error:
                 problem = patient_problem(error, slot.document)
-                out.append((error_record(slot.name, slot.number, problem), None, f"{slot.name}:{slot.number}"))
+                out.append((error_record(slot.name, slot.number, problem).encode("utf-8"), None,
+                            f"{slot.name}:{slot.number}"))
             except Exception as error:  # noqa: BLE001 - isolate the line, report it in place
-                out.append((error_record(slot.name, slot.number, not_evaluated(error)), FAILED,
+                out.append((error_record(slot.name, slot.number, not_evaluated(error)).encode("utf-8"), FAILED,
                             f"{slot.name}:{slot.number}"))
         return out
 
@@ -385,6 +386,7 @@ def _run_chunk(message: tuple[list[Line] | Packed, int | None]) -> Block:
     work, slot = message
     assert _worker is not None, "worker not initialised"
     outputs = _worker.evaluate_chunk(unpack(work))
+    settle_garbage()
     if slot is not None and _shared is not None:
         length = _fill(_shared, slot * SLOT_BYTES, outputs)
         if length is not None:
@@ -400,8 +402,7 @@ def _fill(memory: Any, start: int, outputs: list[Output]) -> int | None:
     into the slot was two extra copies of all 200 MB of results (40,000 patients) in the workers."""
     limit = start + SLOT_BYTES
     end = start
-    for text, _, _ in outputs:
-        data = text.encode("utf-8")
+    for data, _, _ in outputs:
         begin, end = end, end + len(data) + 1
         if end > limit:
             return None
@@ -630,6 +631,18 @@ def _retry_lines(chunk: list[Line] | Packed, initargs: tuple[Any, ...], stop: St
         pool.kill()
 
 
+def settle_garbage() -> None:
+    """After a chunk, in a process of our own (the CLI's, or one of its workers): collect this chunk's
+    cyclic garbage (an invalid line's error makes some), then freeze what is left, so the collector
+    never walks it again. What is left is mostly the rule set's memos, which grow with every new
+    kind of patient; the collector's repeated passes over them were 11-15 % of a 40,000-line run
+    (measured: 2.75 s with the collector as it is, 2.35 s without it). A valid document makes no
+    cycle (a test checks), and freezing keeps nothing alive: a frozen object is still freed when its
+    last reference goes, as when a full memo is emptied."""
+    gc.collect()  # only what is not frozen yet: what this chunk made and kept
+    gc.freeze()
+
+
 def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str, stop: Stop | None = None,
                allow_in_progress: bool = False, live: set[str] | None = None) -> Generator[Block, None, None]:
     """In this process, `BATCH_SIZE` lines of a file at a time (one engine session per chunk);
@@ -646,10 +659,12 @@ def sequential(lines: Iterator[Line], rules: RuleSet, *, trace: bool, fmt: str, 
         if len(chunk) >= BATCH_SIZE or (live is not None and item[0] in live):
             outputs = evaluator.evaluate_chunk(chunk)
             chunk = []
+            settle_garbage()
             if outputs:
                 yield Block(outputs)
     if chunk and not (stop is not None and stop.signal is not None):
         outputs = evaluator.evaluate_chunk(chunk)
+        settle_garbage()
         if outputs:
             yield Block(outputs)
 
