@@ -205,14 +205,44 @@ for _ in range(700):
     if pick.random() < 0.1:
         raws.append(pick.choice([b'{"back_pain": {"present": "maybe"}}', b"not json", b"", b"[1, 2]"]))
 lines = [("in.jsonl", number, raw) for number, raw in enumerate(raws, start=1)]
-gc.collect()
-blocks = list(batch.sequential(iter(lines), rules, trace=False, fmt="json"))
-frozen = gc.get_freeze_count()
-gc.unfreeze()
-print(json.dumps({"frozen": frozen, "garbage": gc.collect(), "records": sum(b.records for b in blocks),
-                  "errors": sum(b.errors for b in blocks), "lines": sum(1 for raw in raws if raw.strip())}))
+reports = []
+for fmt, trace in (("json", False), ("fhir", True), ("cds-hooks", False)):
+    gc.collect()
+    blocks = list(batch.sequential(iter(lines), rules, trace=trace, fmt=fmt))
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    reports.append({"frozen": frozen, "garbage": gc.collect(), "records": sum(b.records for b in blocks),
+                    "errors": sum(b.errors for b in blocks), "lines": sum(1 for raw in raws if raw.strip())})
+print(json.dumps(reports))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    report = json.loads(done.stdout)
-    assert report["frozen"] > 0 and report["records"] == report["lines"] and report["errors"] > 20
-    assert report["garbage"] == 0
+    for report in json.loads(done.stdout):
+        assert report["frozen"] > 0 and report["records"] == report["lines"] and report["errors"] > 20
+        assert report["garbage"] == 0
+
+
+def test_a_batch_run_inside_another_program_leaves_its_heap_unfrozen() -> None:
+    """`run` (what `cdss evaluate --jsonl` calls) unfreezes at the end what `settle_garbage` froze, so a
+    program that runs the command in-process (click's CliRunner, a host) gets its collector back;
+    one that had frozen objects itself keeps them frozen."""
+    script = r"""
+import gc, io, sys
+import cdss
+from cdss.cli import batch
+data = b"\n".join([b'{"back_pain": {"present": true}}'] * 200 + [b"not json"]) + b"\n"
+counts = []
+for before in (False, True):
+    if before:
+        gc.freeze()
+    frozen_before = gc.get_freeze_count()
+    code = batch.run([("in.jsonl", io.BytesIO(data))], cdss.load_rules(None), out=io.BytesIO(), workers=1,
+                     trace=False, fmt="json", err=io.StringIO())
+    counts.append((code, frozen_before, gc.get_freeze_count()))
+print(counts)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    import ast
+
+    (code, before, after), (_, host_before, host_after) = ast.literal_eval(done.stdout)
+    assert code == 1 and before == 0 and after == 0
+    assert host_before > 0 and host_after >= host_before

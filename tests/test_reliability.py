@@ -414,6 +414,38 @@ def test_batch_worker_that_dies_is_replaced_and_its_lines_retried(tmp_path: Path
     assert [r["patient_id"] for r in records] == [f"p{i}" for i in range(30_000)]
 
 
+def test_batch_line_that_kills_its_worker_every_time_becomes_an_error_record(tmp_path: Path) -> None:
+    """The retry path: a line whose worker dies again when it is tried alone is written as an error
+    record in its place (exit 4: not the input's fault), and every other line is evaluated."""
+    lines = [json.dumps(patient(patient_id=f"p{i}")) for i in range(300)]
+    lines[123] = lines[123].replace('"p123"', '"kills-its-worker"')
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    script = r"""
+import io, os, sys
+import cdss
+from cdss.cli import batch
+evaluate_chunk = batch.Evaluator.evaluate_chunk
+def deadly(self, chunk):
+    if any(raw and b"kills-its-worker" in raw for _, _, raw in chunk):
+        os._exit(9)  # as a segfault in the engine would
+    return evaluate_chunk(self, chunk)
+batch.Evaluator.evaluate_chunk = deadly
+out, err = io.BytesIO(), io.StringIO()
+with open(sys.argv[1], "rb") as stream:
+    code = batch.run([(sys.argv[1], stream)], cdss.load_rules(None), out=out, workers=2, trace=False, fmt="json", err=err)
+sys.stdout.buffer.write(out.getvalue())
+sys.stderr.write(err.getvalue())
+sys.exit(code)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(source)], capture_output=True, timeout=120)
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 4, done.stderr.decode()[-2000:]
+    assert len(records) == 300
+    assert records[123]["line"] == 124 and records[123]["error"]
+    assert [r.get("patient_id") for r in records[:123] + records[124:]] == [f"p{i}" for i in range(300) if i != 123]
+
+
 # ---------------------------------------------------------------- property: what loads, runs
 
 MAX_DEPTH, COMBINE_ODDS, MAX_CHILDREN = 4, 2, 8  # deep and wide enough to reach the engine limits

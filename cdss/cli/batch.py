@@ -626,15 +626,15 @@ def _retry_lines(chunk: list[Line] | Packed, initargs: tuple[Any, ...], stop: St
             try:
                 yield pool.wait(pool.submit(([(name, number, raw)], None)), lambda: stop.signal is not None)
             except Lost:
-                yield Block([(error_record(name, number, worker_died()), FAILED, f"{name}:{number}")])
+                yield Block([(error_record(name, number, worker_died()).encode("utf-8"), FAILED, f"{name}:{number}")])
     finally:
         pool.kill()
 
 
 def settle_garbage() -> None:
-    """After a chunk, in a process of our own (the CLI's, or one of its workers): collect this chunk's
-    cyclic garbage (an invalid line's error makes some), then freeze what is left, so the collector
-    never walks it again. What is left is mostly the rule set's memos, which grow with every new
+    """After a chunk, in the CLI's batch (`run` undoes it at the end when it ran inside another
+    program) or in one of its workers: collect this chunk's cyclic garbage (an invalid line's error
+    makes some), then freeze what is left, so the collector never walks it again. What is left is mostly the rule set's memos, which grow with every new
     kind of patient; the collector's repeated passes over them were 11-15 % of a 40,000-line run
     (measured: 2.75 s with the collector as it is, 2.35 s without it). A valid document makes no
     cycle (a test checks), and freezing keeps nothing alive: a frozen object is still freed when its
@@ -699,9 +699,14 @@ def run(inputs: Iterable[tuple[str, BinaryIO]], rules: RuleSet, *, out: BinaryIO
 
     tune_allocator()  # a batch is our own process's work: make every evaluation the fast kind (see there)
     err = err or sys.stderr
-    with Stop() as stop:
-        code = _run(inputs, rules, out=out, workers=workers, trace=trace, fmt=fmt, err=err, stop=stop,
-                    allow_in_progress=allow_in_progress)
+    frozen = gc.get_freeze_count()  # a program that runs the CLI in-process (click's CliRunner) gets its heap back
+    try:
+        with Stop() as stop:
+            code = _run(inputs, rules, out=out, workers=workers, trace=trace, fmt=fmt, err=err, stop=stop,
+                        allow_in_progress=allow_in_progress)
+    finally:
+        if not frozen:  # one that froze objects itself keeps them frozen, as with the pool (pool.py)
+            gc.unfreeze()
     if stop.signal is not None:
         err.write("cdss: interrupted; every line written is complete\n")
         err.flush()
