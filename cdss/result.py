@@ -609,8 +609,9 @@ _NO_ID: Any = object()
 
 _Pending = tuple["Assembler", "_Plan", Any, str, list[str]]
 """A result not built yet: (assembler, plan, patient id or _NO_ID, the card UUIDs' common tail after
-each rule's tag, missing answers), its plan and the parts that are the patient's own. JSON is spliced from it directly; the dict is built on
-first use. A plain tuple: one is made per patient, and a class's `__init__` cost 0.3 µs more (measured)."""
+each rule's tag, missing answers), its plan and the parts that are the patient's own. JSON is
+spliced from it directly; the dict is built on first use. A plain tuple: one is made per patient,
+and a class's `__init__` cost 0.3 µs more (measured)."""
 
 
 def pending_assessment(pending: _Pending) -> Assessment:
