@@ -58,3 +58,16 @@ def patient(**sections: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {"red_flags": dict(ALL_NO)}
     doc.update(sections)
     return doc
+
+
+def documented_answers(fact: dict[str, Any]) -> str:
+    """docs/SERVICE.md "Card UUIDs": every field's flat value in schema order, an integer's known flag
+    after it, joined by | (written here from the docs and the field catalogue, not from the code)."""
+    from cdss.fields import patient_fields
+
+    values = []
+    for fld in patient_fields().values():
+        values.append(str(fact[fld.key]))
+        if fld.kind == "integer":
+            values.append(fact[fld.key + "__known"])
+    return "|".join(values)

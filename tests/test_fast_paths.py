@@ -21,6 +21,7 @@ from cdss.conditions import All, AnyOf, Condition, Leaf, Not, ParamRef, evaluate
 from cdss.fields import UNKNOWN, patient_fields
 from cdss.patient import encode_fact, flatten, prepare
 from cdss.result import CARD_NAMESPACE, card_tags
+from tests.helpers import documented_answers
 from tests.strategies import ABSENT, coherence_patients, patients_with_screening, put, valid_patients
 
 FIELDS = patient_fields()
@@ -198,17 +199,6 @@ def test_card_namespace_is_the_documented_uuid5() -> None:
     assert CARD_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "https://cdss.invalid/cards")
 
 
-def _documented_answers(doc: dict[str, Any]) -> str:
-    """docs/SERVICE.md: every field's flat value in schema order, an integer's known flag after it, joined by |."""
-    fact, _ = flatten(doc)
-    values = []
-    for fld in FIELDS.values():
-        values.append(str(fact[fld.key]))
-        if fld.kind == "integer":
-            values.append(fact[fld.key + "__known"])
-    return "|".join(values)
-
-
 @given(doc=st.one_of(valid_patients(), coherence_patients()))
 def test_card_uuid_is_the_documented_uuid8(bundled: cdss.RuleSet, doc: dict[str, Any]) -> None:
     """docs/SERVICE.md: UUIDv8, the rule's tag then 90 bits of SHA-1 over the rule-set digest, parameters,
@@ -216,7 +206,8 @@ def test_card_uuid_is_the_documented_uuid8(bundled: cdss.RuleSet, doc: dict[str,
     params = json.dumps(dict(bundled.parameter_values), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = bundled.info.digest
     patient_id = json.dumps(doc["patient_id"]) if "patient_id" in doc else "null"
-    h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|{patient_id}|{_documented_answers(doc)}|".encode()).hexdigest()
+    answers = documented_answers(flatten(doc)[0])
+    h = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{params}|{patient_id}|{answers}|".encode()).hexdigest()
     for card in bundled.evaluate(doc).cards:
         tag = hashlib.sha1(CARD_NAMESPACE.bytes + f"{digest}|{card['rule']}".encode()).hexdigest()[:8]
         variant = "89ab"[int(h[7], 16) % 4]
@@ -272,7 +263,7 @@ def test_the_documented_card_uuid_example_is_what_evaluate_gives(bundled: cdss.R
     result = bundled.evaluate(doc).to_dict()
     actual = {"digest": result["rule_set"]["digest"],
               "parameters": json.dumps(result["parameters"], sort_keys=True, ensure_ascii=False, separators=(",", ":")),
-              "patient id": json.dumps(doc["patient_id"]), "answers": _documented_answers(doc),
+              "patient id": json.dumps(doc["patient_id"]), "answers": documented_answers(flatten(doc)[0]),
               "uuid": {card["rule"]: card["uuid"] for card in result["cards"]}.get(example["rule"])}
     assert {key: example[key] for key in actual} == actual, (
         "docs/SERVICE.md's worked example no longer matches the bundled rules (a rule or parameter changed?); "

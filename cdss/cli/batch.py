@@ -116,6 +116,12 @@ def error_record(name: str, line: int | None, problem: InputProblem) -> str:
     return compact(record)
 
 
+def error_output(name: str, line: int, problem: InputProblem, urgency: str | None = None) -> Output:
+    """The Output of a line that became an error record: the record's UTF-8 bytes, `urgency` (None for
+    the input's fault, FAILED for ours) and where it is, for the summary."""
+    return error_record(name, line, problem).encode("utf-8"), urgency, f"{name}:{line}"
+
+
 BLANK = object()
 """What `_parse_line` returns for a blank line (skipped, never an error)."""
 
@@ -169,9 +175,9 @@ class Evaluator:
             except PatientDataError as error:
                 raise patient_problem(error, document) from None
         except InputProblem as problem:
-            return error_record(name, number, problem).encode("utf-8"), None, f"{name}:{number}"
+            return error_output(name, number, problem)
         except (CdssError, Exception) as error:  # noqa: BLE001 - isolate the line, report it in place
-            return error_record(name, number, not_evaluated(error)).encode("utf-8"), FAILED, f"{name}:{number}"
+            return error_output(name, number, not_evaluated(error), FAILED)
         return data, assessment.urgency, None
 
     def evaluate_chunk(self, lines: list[Line]) -> list[Output]:
@@ -194,7 +200,7 @@ class Evaluator:
                 except PatientDataError as error:
                     raise patient_problem(error, document) from None
             except InputProblem as problem:
-                slots.append((error_record(name, number, problem).encode("utf-8"), None, f"{name}:{number}"))
+                slots.append(error_output(name, number, problem))
             except Exception:  # noqa: BLE001 - the one-line path isolates and reports it
                 slots.append(_Parsed(name, number, raw, None, None, alone=True))
         try:
@@ -221,11 +227,9 @@ class Evaluator:
                 out.append((self.render(result).encode("utf-8"), result.urgency, None))
             except PatientDataError as error:
                 problem = patient_problem(error, slot.document)
-                out.append((error_record(slot.name, slot.number, problem).encode("utf-8"), None,
-                            f"{slot.name}:{slot.number}"))
+                out.append(error_output(slot.name, slot.number, problem))
             except Exception as error:  # noqa: BLE001 - isolate the line, report it in place
-                out.append((error_record(slot.name, slot.number, not_evaluated(error)).encode("utf-8"), FAILED,
-                            f"{slot.name}:{slot.number}"))
+                out.append(error_output(slot.name, slot.number, not_evaluated(error), FAILED))
         return out
 
 
@@ -626,7 +630,7 @@ def _retry_lines(chunk: list[Line] | Packed, initargs: tuple[Any, ...], stop: St
             try:
                 yield pool.wait(pool.submit(([(name, number, raw)], None)), lambda: stop.signal is not None)
             except Lost:
-                yield Block([(error_record(name, number, worker_died()).encode("utf-8"), FAILED, f"{name}:{number}")])
+                yield Block([error_output(name, number, worker_died(), FAILED)])
     finally:
         pool.kill()
 
